@@ -1,0 +1,3 @@
+from derain_cli.cli.app import main
+
+main()

@@ -1,0 +1,38 @@
+"""Shared CLI plumbing: one-line errors with the right exit code, stderr console."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from derain_cli.errors import DerainError
+
+#: Everything human-readable goes to stderr so that stdout stays free for ``-o -`` and ``--json``.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``derain: error: message`` on stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]derain: error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool = False) -> Iterator[None]:
+    """Turn :class:`DerainError` into a one-line message and its exit code.
+
+    With ``debug`` the traceback is shown as well.
+    """
+    try:
+        yield
+    except DerainError as exc:
+        if debug:
+            err_console.print_exception()
+        raise fail(str(exc), exc.exit_code) from None
+
+
+def not_implemented(command: str, issue: str) -> typer.Exit:
+    return fail(f"'derain {command}' is not implemented yet (coming with {issue})", 2)

@@ -1,0 +1,14 @@
+"""`derain eval` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import typer
+
+from derain_cli.cli.common import not_implemented
+
+
+def command(
+    ctx: typer.Context,
+) -> None:
+    """Not implemented yet."""
+    raise not_implemented("eval", "derain eval")

@@ -1,0 +1,32 @@
+"""Errors shown to users as one line (no traceback unless ``--debug``).
+
+Every error a user can cause derives from :class:`DerainError` and carries the exit code the
+CLI should use: 2 for bad usage (wrong option, missing weights), 1 for a failed file.
+"""
+
+from __future__ import annotations
+
+
+class DerainError(Exception):
+    """An error with a one-line, user-facing message."""
+
+    exit_code: int = 1
+
+
+class UsageError(DerainError):
+    """Bad invocation: options, devices, precisions, paths that cannot work (exit 2)."""
+
+    exit_code = 2
+
+
+class WeightsError(UsageError):
+    """Weights that cannot be found, downloaded, verified or loaded (exit 2)."""
+
+
+class ImageError(DerainError):
+    """One input or output image cannot be read or written (exit 1 for the batch)."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

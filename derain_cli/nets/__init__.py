@@ -1,0 +1,1 @@
+"""Networks: generators (registry of architectures), discriminator, projection heads."""

@@ -1,0 +1,75 @@
+"""The NLCL generator exactly as the authors' released checkpoint lays it out.
+
+Full resolution, no down/up-sampling (reference.md, section 2)::
+
+    gen.0           Conv3x3(3 -> C)
+    gen.1..gen.N    residual blocks: [pad, conv3x3, IN, ReLU] -> [pad, conv3x3, IN] + skip
+    gen.N+1.conv    Sequential(conv3x3, IN, ReLU, conv3x3)
+    gen.N+2         Conv3x3(C -> 3)
+
+InstanceNorm is ``affine=False``; there is no final tanh. Inputs and outputs are in [-1, 1]
+(the authors' convention): ``x * 2 - 1`` in, ``(y + 1) / 2`` out. With C=32 and N=16 this is
+316,195 parameters and the authors' ``G_B.pth`` loads with no key renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvUnit(nn.Module):
+    """Zero-pad, 3x3 conv, InstanceNorm, optional ReLU (the authors' ``Conv2dBlock``)."""
+
+    def __init__(self, channels: int, *, activation: bool) -> None:
+        super().__init__()
+        self.pad = nn.ZeroPad2d(1)
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3)
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.activation: nn.Module = nn.ReLU(inplace=True) if activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.norm(self.conv(self.pad(x))))
+
+
+class ResBlock(nn.Module):
+    """``x + IN(conv(ReLU(IN(conv(x)))))`` with keys ``model.0.conv.*`` and ``model.1.conv.*``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(
+            ConvUnit(channels, activation=True), ConvUnit(channels, activation=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.model(x)
+
+
+class Tail(nn.Module):
+    """``conv3x3, IN, ReLU, conv3x3`` stored as ``conv.0`` and ``conv.3``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.InstanceNorm2d(channels, affine=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class NLCLGenerator(nn.Module):
+    """The authors' generator (``arch = "nlcl-resnet"``); maps [-1, 1] images to [-1, 1]."""
+
+    def __init__(self, *, in_channels: int = 3, channels: int = 32, blocks: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1)]
+        layers += [ResBlock(channels) for _ in range(blocks)]
+        layers += [Tail(channels), nn.Conv2d(channels, in_channels, 3, padding=1)]
+        self.gen = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gen(x)
