@@ -1,0 +1,224 @@
+"""NLCLObjective: named finite terms, gradients reach exactly the right modules, and one
+optimiser step per parameter group trains every parameter exactly once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from derain_cli.config import LossConfig, ModelConfig, SamplerConfig
+from derain_cli.losses import NLCLObjective
+
+TINY_MODEL = ModelConfig(
+    generator_hparams={"channels": 8, "blocks": 2},
+    rain_hparams={"channels": 8, "blocks": 2},
+    d_channels=8,
+    head_units=16,
+)
+TINY_SAMPLER = SamplerConfig(patch=8, stride=4)
+TINY_LOSSES = LossConfig(
+    layer_queries=4,
+    layer_positives=3,
+    layer_negatives=16,
+    location_queries=16,
+    location_negatives=12,
+    location_g_layers=(0, 1, 2, 3),
+)
+
+
+def _objective(**loss_changes: object) -> NLCLObjective:
+    torch.manual_seed(0)
+    return NLCLObjective(TINY_MODEL, TINY_SAMPLER, replace(TINY_LOSSES, **loss_changes))
+
+
+def _batch(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return (
+        torch.rand(2, 3, size, size, generator=g) * 2 - 1,
+        torch.rand(2, 3, size, size, generator=g) * 2 - 1,
+    )
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def _reached(term: torch.Tensor, module: nn.Module | None) -> bool:
+    """Whether ``term`` has a non-zero gradient for some parameter of ``module``."""
+    if module is None:
+        return False
+    params = _trainable(module)
+    grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+    return any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+
+
+def test_param_groups_are_disjoint_and_cover_every_trainable_parameter() -> None:
+    obj = _objective()
+    groups = obj.param_groups()
+    assert set(groups) == {"generator", "discriminator"}
+    ids = {name: {id(p) for p in ps} for name, ps in groups.items()}
+    assert all(len(ids[n]) == len(groups[n]) for n in groups)  # no duplicates inside a group
+    assert not ids["generator"] & ids["discriminator"]
+    every = {id(p) for p in obj.parameters() if p.requires_grad}
+    assert ids["generator"] | ids["discriminator"] == every
+    assert ids["discriminator"] == {id(p) for p in obj.d.parameters()}
+    for heads in (obj.layer_heads, obj.location_heads):
+        assert heads is not None
+        assert {id(p) for p in heads.parameters()} <= ids["generator"]
+    # the momentum encoder is a copy updated by EMA only
+    assert obj.key_d is not None and obj.key_heads is not None
+    assert not any(p.requires_grad for p in obj.key_d.parameters())
+    assert not any(p.requires_grad for p in obj.key_heads.parameters())
+
+
+def test_generator_terms_are_named_finite_and_leave_d_without_gradient() -> None:
+    obj = _objective()
+    o, clean = _batch()
+    b, r = obj.forward_generators(o)
+    assert b.shape == r.shape == o.shape
+    terms = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(0))
+    names = ("adv", "consistency", "rain_l1", "layer_contrast", "location_contrast", "total")
+    assert tuple(terms) == names
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in terms.values())
+    lc = obj.loss_config
+    weighted = (
+        lc.adv_weight * terms["adv"]
+        + lc.consistency_weight * terms["consistency"]
+        + lc.rain_l1_weight * terms["rain_l1"]
+        + lc.layer_weight * terms["layer_contrast"]
+        + lc.location_weight * terms["location_contrast"]
+    )
+    torch.testing.assert_close(terms["total"], weighted)
+    terms["total"].backward()
+    assert all(p.grad is None for p in obj.d.parameters())
+    assert all(p.requires_grad for p in obj.d.parameters())  # restored after the frozen use
+    assert all(p.grad is not None for p in obj.param_groups()["generator"])
+
+
+def test_each_term_reaches_exactly_its_modules() -> None:
+    obj = _objective(momentum=False)
+    o, clean = _batch()
+    b, r = obj.forward_generators(o)
+    terms = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(0))
+    modules = {
+        "g_b": obj.g_b,
+        "g_r": obj.g_r,
+        "d": obj.d,
+        "layer_heads": obj.layer_heads,
+        "location_heads": obj.location_heads,
+    }
+    expected = {
+        "adv": {"g_b"},
+        "consistency": {"g_b", "g_r"},
+        "rain_l1": {"g_r"},
+        "layer_contrast": {"g_b", "g_r", "layer_heads"},
+        "location_contrast": {"g_b", "location_heads"},
+    }
+    for name, wanted in expected.items():
+        got = {m for m, mod in modules.items() if _reached(terms[name], mod)}
+        assert got == wanted, name
+    d_terms = obj.discriminator_losses(o, clean, b)
+    assert {m for m, mod in modules.items() if _reached(d_terms["total"], mod)} == {"d"}
+
+
+def test_authors_variants_route_gradients_too() -> None:
+    obj = _objective(rain_l1_target="o_minus_b", layer_form="supcon", location_identity=True)
+    o, clean = _batch()
+    b, r = obj.forward_generators(o)
+    terms = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert _reached(terms["rain_l1"], obj.g_b) and not _reached(terms["rain_l1"], obj.g_r)
+    assert _reached(terms["layer_contrast"], obj.layer_heads)
+    assert not _reached(terms["layer_contrast"], obj.d)
+
+
+def test_one_step_per_group_steps_every_parameter_exactly_once() -> None:
+    obj = _objective()
+    groups = obj.param_groups()
+    opts = {name: torch.optim.Adam(ps, lr=1e-3) for name, ps in groups.items()}
+    before = {id(p): p.detach().clone() for p in obj.parameters()}
+    o, clean = _batch()
+    b, r = obj.forward_generators(o)
+
+    opts["discriminator"].zero_grad()
+    obj.discriminator_losses(o, clean, b)["total"].backward()
+    opts["discriminator"].step()
+    opts["generator"].zero_grad()
+    obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(0))["total"].backward()
+    opts["generator"].step()
+    obj.momentum_update()
+
+    for name, ps in groups.items():
+        for p in ps:
+            assert p.grad is not None, name
+            assert int(opts[name].state[p]["step"]) == 1, name
+    unchanged = [
+        n for n, p in obj.named_parameters() if p.requires_grad and torch.equal(p, before[id(p)])
+    ]
+    # Only biases of convolutions that feed an InstanceNorm(affine=False) may stay put: the
+    # norm subtracts the mean, so their gradient is exactly zero (a property of the layout).
+    assert all(n.endswith(".bias") for n in unchanged), unchanged
+    changed = len([p for p in obj.parameters() if p.requires_grad]) - len(unchanged)
+    assert changed > 0.7 * len([p for p in obj.parameters() if p.requires_grad])
+    # key encoder moved towards the updated query encoder by (1 - m)
+    assert obj.key_d is not None
+    m = obj.loss_config.momentum_decay
+    for p_q, p_k in zip(obj.d.parameters(), obj.key_d.parameters(), strict=True):
+        torch.testing.assert_close(p_k, m * before[id(p_q)] + (1 - m) * p_q)
+
+
+def test_disabled_terms_are_omitted_and_build_no_heads() -> None:
+    obj = _objective(use_layer_contrast=False, use_location_contrast=False, use_adv=False)
+    assert obj.layer_heads is None and obj.location_heads is None and obj.key_d is None
+    o, clean = _batch()
+    b, r = obj.forward_generators(o)
+    terms = obj.generator_losses(o, clean, b, r)
+    assert tuple(terms) == ("consistency", "rain_l1", "total")
+    d_terms = obj.discriminator_losses(o, clean, b)
+    assert d_terms["total"].item() == 0.0
+    d_terms["total"].backward()  # still safe to call
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        SamplerConfig(patch=8, stride=4, layer_positives="random", layer_negatives="random",
+                      location_negatives="random"),
+        SamplerConfig(patch=8, stride=4, layer_positives="neighbour", layer_negatives="neighbour"),
+        SamplerConfig(patch=8, stride=4, window=4, exclude_overlap=False, chunk_size=3),
+    ],
+)  # fmt: skip
+def test_sampling_strategies_are_config_changes(sampler: SamplerConfig) -> None:
+    torch.manual_seed(0)
+    obj = NLCLObjective(TINY_MODEL, sampler, TINY_LOSSES)
+    o, clean = _batch()
+    b, r = obj.forward_generators(o)
+    terms = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(0))
+    assert torch.isfinite(terms["total"])
+
+
+def test_seeded_generator_makes_the_losses_reproducible() -> None:
+    obj = _objective()
+    o, clean = _batch()
+    with torch.no_grad():
+        b, r = obj.forward_generators(o)
+        first = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(5))
+        second = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(5))
+        other = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(6))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["location_contrast"], other["location_contrast"])
+
+
+def test_generator_losses_under_bf16_autocast_are_finite() -> None:
+    obj = _objective()
+    o, clean = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        b, r = obj.forward_generators(o)
+        terms = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(0))
+        d_terms = obj.discriminator_losses(o, clean, b)
+    assert all(torch.isfinite(v) for v in [*terms.values(), *d_terms.values()])
+    terms["total"].backward()
+    assert all(p.grad is None for p in obj.d.parameters())
