@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from derain_cli.errors import DerainError
 
@@ -16,7 +17,8 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``derain: error: message`` on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]derain: error:[/] {message}", markup=True, highlight=False)
+    text = f"[bold red]derain: error:[/] {escape(message)}"
+    err_console.print(text, markup=True, highlight=False)
     return typer.Exit(code)
 
 

@@ -1,12 +1,168 @@
-"""`derain weights ...` (placeholder: being written)."""
+"""``derain weights list|download|convert|info``: manage the weights files the tool runs on.
+
+Human-readable output goes to stderr (rich); ``--json`` writes data to stdout. Torch and the
+weights library are imported inside the commands so that ``derain --help`` stays instant.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from derain_cli.cli.common import err_console, user_errors
 
 app = typer.Typer(no_args_is_help=True)
 
+DEBUG = typer.Option(False, "--debug", help="Show the traceback of errors.")
+AS_JSON = typer.Option(False, "--json", help="Write JSON to stdout instead of a table.")
+
+
+def _size(path: Path | None) -> str:
+    if path is None or not path.is_file():
+        return "-"
+    size = float(path.stat().st_size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return "-"
+
+
+def _write_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
 
 @app.command("list")
-def list_cmd() -> None:
-    """List bundled and registered weights."""
+def list_cmd(as_json: bool = AS_JSON, debug: bool = DEBUG) -> None:
+    """List registered weights: bundled in the package, cached from the Hub, or remote."""
+    from rich.table import Table
+
+    from derain_cli.hub import HubRef, cached_file
+    from derain_cli.weights_registry import NO_DEFAULT_MESSAGE, load_registry
+
+    with user_errors(debug):
+        registry = load_registry()
+        rows: list[dict[str, Any]] = []
+        for entry in registry.entries.values():
+            local: Path | None = None
+            status = "remote"
+            if entry.file is not None and entry.file.is_file():
+                local, status = entry.file, "bundled"
+            elif entry.hub is not None:
+                ref = HubRef(entry.hub.repo_id, entry.hub.revision, entry.hub.filename)
+                local = cached_file(ref)
+                status = "cached" if local is not None else "remote"
+            source = entry.hub.spec if entry.hub is not None else f"weights/{entry.file.name}"
+            rows.append(
+                {
+                    "name": entry.name,
+                    "arch": entry.arch,
+                    "size": _size(local),
+                    "source": source,
+                    "status": status,
+                    "sha256": entry.sha256,
+                    "description": entry.description,
+                }
+            )
+        for alias, target in sorted(registry.aliases.items()):
+            rows.append(
+                {
+                    "name": alias,
+                    "arch": registry.entries[target].arch if target else "-",
+                    "size": "-",
+                    "source": f"alias of {target}" if target else "alias of nothing",
+                    "status": "alias" if target else "not available",
+                    "sha256": None,
+                    "description": "" if target else NO_DEFAULT_MESSAGE,
+                }
+            )
+    if as_json:
+        _write_json({"registry": str(registry.path), "weights": rows})
+        return
+    table = Table(title=f"weights registry ({registry.path})", title_justify="left")
+    for column in ("name", "arch", "size", "source", "status"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("name", "arch", "size", "source", "status")))
+    err_console.print(table)
+    if registry.aliases.get("default", "missing") is None:
+        err_console.print(f"note: {NO_DEFAULT_MESSAGE}", markup=False)
+
+
+@app.command("download")
+def download_cmd(
+    name: str = typer.Argument(
+        ..., help="A registered name, or hf://OWNER/REPO[@REVISION][/FILE]."
+    ),
+    debug: bool = DEBUG,
+) -> None:
+    """Fetch weights into the local cache (verified by sha256) and print the file's path."""
+    from derain_cli.hub import HF_SCHEME, fetch, parse_hf_spec
+    from derain_cli.weights import fetch_entry
+    from derain_cli.weights_registry import load_registry
+
+    with user_errors(debug):
+        if name.startswith(HF_SCHEME):
+            path, digest = fetch(parse_hf_spec(name))
+        else:
+            path, digest = fetch_entry(load_registry().lookup(name))
+    err_console.print(f"{name}: ready (sha256 {digest})")
+    sys.stdout.write(f"{path}\n")
+
+
+@app.command("convert")
+def convert_cmd(
+    src: Path = typer.Argument(..., help="The authors' checkpoint, e.g. nlcl-realrain-G_B.pth."),
+    dest: Path = typer.Argument(..., help="Output .safetensors file (a .sha256 sidecar is added)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DEST if it exists."),
+    debug: bool = DEBUG,
+) -> None:
+    """Convert a torch .pth state dict into safetensors with derain metadata."""
+    from derain_cli.errors import WeightsError
+    from derain_cli.weights import convert_checkpoint
+
+    with user_errors(debug):
+        if dest.suffix.lower() != ".safetensors":
+            raise WeightsError(f"{dest}: the output must end in .safetensors")
+        digest = convert_checkpoint(src, dest, overwrite=overwrite)
+    err_console.print(f"wrote {dest} (sha256 {digest})")
+
+
+@app.command("info")
+def info_cmd(
+    spec: str = typer.Argument(..., help="A weights file, a registered name or an hf:// spec."),
+    as_json: bool = AS_JSON,
+    debug: bool = DEBUG,
+) -> None:
+    """Show a weights file's architecture, hyper-parameters, size, metadata and sha256."""
+    from rich.table import Table
+
+    from derain_cli.weights import count_parameters, load_weights
+
+    with user_errors(debug):
+        loaded = load_weights(spec)
+    info = {
+        "source": loaded.source,
+        "arch": loaded.arch,
+        "hparams": loaded.hparams,
+        "parameters": count_parameters(loaded.module),
+        "sha256": loaded.sha256,
+        "metadata": loaded.metadata,
+    }
+    if as_json:
+        _write_json(info)
+        return
+    table = Table(show_header=False, title=loaded.source, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("arch", loaded.arch)
+    table.add_row("hparams", json.dumps(loaded.hparams, sort_keys=True))
+    table.add_row("parameters", f"{info['parameters']:,}")
+    table.add_row("sha256", loaded.sha256)
+    for key, value in sorted(loaded.metadata.items()):
+        table.add_row(key, value)
+    err_console.print(table)

@@ -1,0 +1,59 @@
+"""sha256 of weights files and their ``<file>.sha256`` sidecars (``sha256sum`` format)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def sha256_file(path: Path | str, *, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sidecar_path(path: Path | str) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def parse_sidecar(text: str) -> str | None:
+    """The first 64-hex word of a sidecar (``<hex>  <name>``), or None when there is none."""
+    words = text.split()
+    return words[0].lower() if words and _HEX.fullmatch(words[0]) else None
+
+
+def read_sidecar(path: Path | str) -> str | None:
+    """The sha256 recorded beside ``path``, or None when there is no readable sidecar."""
+    try:
+        return parse_sidecar(sidecar_path(path).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+
+
+def atomic_write_bytes(dest: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in ``dest``'s folder, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_sidecar(path: Path | str, sha256: str) -> Path:
+    path = Path(path)
+    side = sidecar_path(path)
+    atomic_write_bytes(side, f"{sha256}  {path.name}\n".encode())
+    return side

@@ -1,0 +1,211 @@
+"""The registry of named weights (``weights/registry.json``) and where bundled files live.
+
+Light on purpose (no torch): ``derain weights list`` reads it without loading a network.
+
+The top-level ``weights/`` folder is found in two situations:
+
+* a source checkout or editable install: ``<repo>/weights`` next to the ``derain_cli`` package;
+* a wheel install: the wheel ships ``weights/*`` as data files under ``share/derain/weights``
+  (see ``[tool.setuptools.data-files]`` in pyproject.toml); ``importlib.metadata`` lists them in the
+  distribution's RECORD, which tells us where the installer put them.
+
+``$DERAIN_REGISTRY`` replaces the bundled registry with another JSON file of the same schema (an
+organisation's own list of weights); its ``file`` entries are relative to that file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sysconfig
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from derain_cli.errors import WeightsError
+
+DISTRIBUTION = "derain"
+REGISTRY_NAME = "registry.json"
+DATA_FILES_DIR = ("share", "derain", "weights")
+DEFAULT_ALIAS = "default"
+NO_DEFAULT_MESSAGE = (
+    "no default weights are bundled yet: pass --weights FILE.safetensors|FILE.pth|"
+    "hf://OWNER/REPO[@REVISION][/FILE] (see `derain weights list` and docs/weights.md)"
+)
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A file in a Hub repo at a pinned commit."""
+
+    repo_id: str
+    revision: str
+    filename: str
+
+    @property
+    def spec(self) -> str:
+        return f"hf://{self.repo_id}@{self.revision}/{self.filename}"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One named weights file: bundled in ``weights/``, on the Hub, or both."""
+
+    name: str
+    arch: str
+    sha256: str
+    description: str = ""
+    file: Path | None = None
+    hub: HubSource | None = None
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    entries: dict[str, WeightsEntry]
+    aliases: dict[str, str | None]
+
+    def names(self) -> list[str]:
+        return sorted({*self.entries, *self.aliases})
+
+    def lookup(self, name: str) -> WeightsEntry:
+        """Resolve aliases; raise :class:`WeightsError` when nothing usable is registered."""
+        target: str | None = name
+        seen: set[str] = set()
+        while target in self.aliases and target not in seen:
+            seen.add(target)
+            target = self.aliases[target]
+            if target is None:
+                if name == DEFAULT_ALIAS:
+                    raise WeightsError(NO_DEFAULT_MESSAGE)
+                raise WeightsError(f"weights alias {name!r} points at nothing ({self.path})")
+        if target is None or target not in self.entries:
+            known = ", ".join(self.names()) or "none"
+            raise WeightsError(
+                f"unknown weights {name!r} (registered: {known}); pass a .safetensors or .pth "
+                "file, or hf://OWNER/REPO[@REVISION][/FILE]"
+            )
+        return self.entries[target]
+
+
+def source_checkout_dir() -> Path | None:
+    """``<repo>/weights`` when ``derain_cli`` runs from a source checkout (editable install)."""
+    repo = Path(__file__).resolve().parent.parent
+    folder = repo / "weights"
+    if (repo / "pyproject.toml").is_file() and (folder / REGISTRY_NAME).is_file():
+        return folder
+    return None
+
+
+def installed_data_dir() -> Path | None:
+    """``share/derain/weights`` of an installed wheel, located through its RECORD."""
+    try:
+        files = metadata.distribution(DISTRIBUTION).files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for entry in files:
+        parts = entry.parts
+        if parts[-1] == REGISTRY_NAME and tuple(parts[-4:-1]) == DATA_FILES_DIR:
+            located = Path(str(entry.locate())).resolve()
+            if located.is_file():
+                return located.parent
+    scheme_dir = Path(sysconfig.get_path("data")).joinpath(*DATA_FILES_DIR)
+    return scheme_dir if (scheme_dir / REGISTRY_NAME).is_file() else None
+
+
+def bundled_dir() -> Path:
+    """The folder holding ``registry.json`` and the bundled weights files."""
+    folder = source_checkout_dir() or installed_data_dir()
+    if folder is None:
+        raise WeightsError(
+            f"the bundled weights registry ({REGISTRY_NAME}) was not found next to the package "
+            "nor in the installed data files: reinstall derain"
+        )
+    return folder
+
+
+def registry_path() -> Path:
+    override = os.environ.get("DERAIN_REGISTRY")
+    return Path(override).expanduser() if override else bundled_dir() / REGISTRY_NAME
+
+
+def load_registry(path: Path | None = None) -> Registry:
+    """Read and validate a registry file (the bundled one by default)."""
+    path = path or registry_path()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: weights registry not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path}: unreadable weights registry ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format_version") != 1:
+        raise WeightsError(f"{path}: not a derain weights registry (format_version 1 expected)")
+    entries = {
+        name: _parse_entry(path, name, value) for name, value in _mapping(path, raw, "weights")
+    }
+    aliases: dict[str, str | None] = {}
+    for name, target in _mapping(path, raw, "aliases"):
+        if target is not None and not isinstance(target, str):
+            raise WeightsError(f"{path}: alias {name!r} must name an entry or be null")
+        if target is not None and target not in entries:
+            raise WeightsError(f"{path}: alias {name!r} points at unknown entry {target!r}")
+        aliases[name] = target
+    return Registry(path=path, entries=entries, aliases=aliases)
+
+
+def _mapping(path: Path, raw: dict[str, Any], key: str) -> list[tuple[str, Any]]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise WeightsError(f"{path}: {key!r} must be an object")
+    for name in value:
+        if not _NAME.fullmatch(name):
+            raise WeightsError(f"{path}: invalid weights name {name!r}")
+    return list(value.items())
+
+
+def _parse_entry(path: Path, name: str, value: Any) -> WeightsEntry:
+    def bad(reason: str) -> WeightsError:
+        return WeightsError(f"{path}: entry {name!r}: {reason}")
+
+    if not isinstance(value, dict):
+        raise bad("must be an object")
+    sha256 = str(value.get("sha256", "")).lower()
+    if not _SHA256.fullmatch(sha256):
+        raise bad("sha256 must be 64 hex digits")
+    arch = value.get("arch")
+    if not isinstance(arch, str) or not arch:
+        raise bad("arch is required")
+    file: Path | None = None
+    if value.get("file") is not None:
+        relative = str(value["file"])
+        if Path(relative).name != relative:
+            raise bad("file must be a plain file name inside the registry's folder")
+        file = path.parent / relative
+    hub: HubSource | None = None
+    if value.get("hub") is not None:
+        spec = value["hub"]
+        if not isinstance(spec, dict):
+            raise bad("hub must be an object")
+        revision = str(spec.get("revision", ""))
+        if not _COMMIT.fullmatch(revision):
+            raise bad("hub.revision must be a pinned 40-hex commit")
+        repo_id, filename = str(spec.get("repo_id", "")), str(spec.get("filename", ""))
+        if repo_id.count("/") != 1 or not filename:
+            raise bad("hub needs repo_id (OWNER/REPO) and filename")
+        hub = HubSource(repo_id=repo_id, revision=revision, filename=filename)
+    if file is None and hub is None:
+        raise bad("needs a bundled file, a hub source, or both")
+    return WeightsEntry(
+        name=name,
+        arch=arch,
+        sha256=sha256,
+        description=str(value.get("description", "")),
+        file=file,
+        hub=hub,
+    )
