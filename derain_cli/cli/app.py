@@ -36,12 +36,10 @@ app.command(
 )(train.command)
 app.command(
     "eval",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help="Score models on rainy/clean pairs (PSNR, SSIM, NIQE).",
 )(evaluate.command)
 app.command(
     "inspect-patches",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     help="Show the non-local positives and negatives of query patches.",
 )(inspect_patches.command)
 

@@ -1,14 +1,216 @@
-"""`derain eval` (placeholder until its issue lands)."""
+"""`derain eval`: score models (or saved results) against clean images; NIQE without them.
+
+Forms:
+  derain eval --rainy DIR --clean DIR [--weights W ...]   input row + one row per weights
+  derain eval --pred DIR --clean DIR                      score existing results
+  derain eval --rainy DIR [--weights W ...]               no ground truth: NIQE only
+
+The library (:mod:`derain_cli.evaluate`) pairs, runs and aggregates; this module wires options,
+draws the rich table and the progress bar on stderr, and writes ``--json`` (stdout) / ``--csv``.
+Metric conventions are in ``docs/evaluation.md``.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
-from derain_cli.cli.common import not_implemented
+from derain_cli.cli.common import err_console, user_errors
+from derain_cli.cli.run import Device, Precision
+from derain_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from derain_cli.evaluate import GridRow, Method, Plan, Report
+
+GRID_IMAGES = 4
 
 
 def command(
-    ctx: typer.Context,
+    rainy: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Rainy inputs (derained by each --weights).")
+    ] = None,
+    clean: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Clean references, paired by file stem.")
+    ] = None,
+    pred: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Existing results to score instead of running a model."),
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SPEC",
+            help="Weights to evaluate (repeat for several): a name, a .safetensors or .pth file, "
+            "or hf://OWNER/REPO\\[@REV]\\[/FILE]. One table row each.",
+            show_default=False,
+        ),
+    ] = None,
+    rgb: Annotated[
+        bool, typer.Option("--rgb", help="PSNR/SSIM on RGB instead of the Y channel (BT.601).")
+    ] = False,
+    per_image: Annotated[
+        bool, typer.Option("--per-image", help="Also show one table row per image.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the full report as JSON on stdout.")
+    ] = False,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option("--csv", metavar="FILE", help="Write means and per-image rows as CSV."),
+    ] = None,
+    save_dir: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Keep the derained images: DIR/<weights>/<stem>.png."),
+    ] = None,
+    grid: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE.png",
+            help=f"Side-by-side picture (rainy | each weights | clean) of {GRID_IMAGES} images.",
+        ),
+    ] = None,
+    device: Annotated[
+        Device, typer.Option(help="auto picks cuda, then mps, then cpu.")
+    ] = Device.auto,
+    precision: Annotated[
+        Precision, typer.Option(help="auto: bf16 on CUDA, fp32 elsewhere.")
+    ] = Precision.auto,
+    tile: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="PIXELS",
+            help="Tile size; default: automatic from free memory; 0 disables tiling.",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="Only the first N pairs (sorted by stem)."),
+    ] = None,
+    no_niqe: Annotated[bool, typer.Option("--no-niqe", help="Skip NIQE (faster).")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Not implemented yet."""
-    raise not_implemented("eval", "derain eval")
+    """Score models on rainy/clean pairs (PSNR, SSIM, NIQE)."""
+    with user_errors(debug):
+        from derain_cli import evaluate as ev
+
+        if pred is not None and weights:
+            raise UsageError("--weights derains --rainy images; it cannot be used with --pred")
+        if clean is None and no_niqe:
+            raise UsageError("nothing to compute: without --clean only NIQE applies")
+        if grid is not None and grid.suffix.lower() != ".png":
+            raise UsageError(f"--grid {grid}: must be a .png file")
+        plan = ev.plan(rainy=rainy, clean=clean, pred=pred, limit=limit)
+        methods = _methods(weights or [], pred, device, precision, tile)
+        report, rows = _run(
+            plan, methods, rgb=rgb, with_niqe=not no_niqe, save_dir=save_dir,
+            grid_images=GRID_IMAGES if grid is not None else 0, quiet=quiet,
+        )  # fmt: skip
+        _print_problems(report)
+        _print_table(report, per_image=per_image, has_clean=clean is not None)
+        if csv_path is not None:
+            ev.write_csv(csv_path, report)
+        if grid is not None and rows:
+            ev.write_grid(grid, rows)
+            err_console.print(f"grid: {grid}")
+        if as_json:
+            sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+
+
+def _methods(
+    weights: list[str], pred: Path | None, device: Device, precision: Precision, tile: int | None
+) -> list[Method]:
+    """One Method per weights (models loaded once, up front) or the --pred folder."""
+    from derain_cli.evaluate import Method, unique_labels, weights_label
+
+    if pred is not None:
+        return [Method(label=pred.name or str(pred), description=str(pred))]
+    if not weights:
+        return []
+    from derain_cli.inference.engine import Derainer
+    from derain_cli.weights import load_weights
+
+    methods = []
+    labels = unique_labels([weights_label(w) for w in weights])
+    for label, spec in zip(labels, weights, strict=True):
+        loaded = load_weights(spec)
+        derainer = Derainer(loaded, device=device.value, precision=precision.value, tile=tile)
+        err_console.print(f"{label}: {loaded.source} on {derainer.description}")
+        methods.append(Method(label=label, derain=derainer, description=loaded.source))
+    return methods
+
+
+def _run(
+    plan: Plan, methods: list[Method], *, quiet: bool, **kwargs: Any
+) -> tuple[Report, list[GridRow]]:
+    """Run the evaluation under a progress bar over images x rows."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from derain_cli.evaluate import evaluate
+
+    has_input = plan.items[0].rainy is not None
+    total = len(plan.items) * (len(methods) + int(has_input))
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("scoring", total=total)
+
+        def step(stem: str, label: str) -> None:
+            progress.update(task, advance=1, description=f"{label}: {stem}")
+
+        return evaluate(plan, methods, on_step=step, **kwargs)
+
+
+def _print_problems(report: Report) -> None:
+    if not report.problems:
+        return
+    err_console.print(f"[yellow]{len(report.problems)} image(s) not scored:[/]")
+    for problem in report.problems:
+        err_console.print(f"  {problem.stem}: {problem.reason}", markup=False)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    return "inf" if value == float("inf") else f"{value:.{digits}f}"
+
+
+def _print_table(report: Report, *, per_image: bool, has_clean: bool) -> None:
+    from rich.table import Table
+
+    space = "RGB" if report.space == "rgb" else "Y"
+    table = Table(title=f"derain eval ({space} PSNR/SSIM; NIQE lower is better)")
+    table.add_column("method")
+    table.add_column("set")
+    table.add_column("n", justify="right")
+    if has_clean:
+        table.add_column("PSNR dB", justify="right")
+        table.add_column("SSIM", justify="right")
+    table.add_column("NIQE", justify="right")
+
+    def cells(psnr: float | None, ssim: float | None, niqe: float | None) -> list[str]:
+        out = [_fmt(psnr, 2), _fmt(ssim, 4)] if has_clean else []
+        return [*out, _fmt(niqe, 3)]
+
+    for summary in report.summaries():
+        table.add_row(
+            summary.method, summary.set, str(summary.count),
+            *cells(summary.psnr, summary.ssim, summary.niqe),
+        )  # fmt: skip
+    if per_image:
+        table.add_section()
+        for score in report.scores:
+            table.add_row(score.method, score.stem, "1", *cells(score.psnr, score.ssim, score.niqe))
+    err_console.print(table)
