@@ -1,12 +1,326 @@
-"""`derain run` / `derain IN -o OUT` (placeholder: being written)."""
+"""`derain run` / `derain IN -o OUT`: derain one image, a folder, a glob or stdin.
+
+The command only wires options to the library: :func:`~derain_cli.inference.batch.plan_jobs`
+resolves paths (usage errors, exit 2, before anything heavy happens), the weights and the
+:class:`~derain_cli.inference.engine.Derainer` are created once, before any input is read, and
+:func:`~derain_cli.inference.batch.stream_jobs` does the work. Humans read stderr (device, progress,
+one line per failure, a summary); stdout carries only data (``-o -`` image bytes or ``--json``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Generator, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Annotated
+
 import typer
+from rich.text import Text
 
-from derain_cli.cli.common import not_implemented
+from derain_cli.cli.common import err_console, user_errors
+from derain_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from derain_cli.inference.batch import Derain, Result
 
 
-def command(ctx: typer.Context) -> None:
-    """Not implemented yet."""
-    raise not_implemented("run", "the foundation issue")
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class OutputFormat(str, Enum):
+    auto = "auto"
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+    tiff = "tiff"
+
+
+def command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="IN",
+            help="An image file, a folder, a quoted glob ('shots/**/*.jpg') or - for stdin.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="OUT",
+            help="Output file, folder (required for folder/glob input) or - for PNG on stdout. "
+            "Default for one file: NAME-derained.EXT next to it.",
+            show_default=False,
+        ),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("-r", "--recursive", help="Walk subfolders and mirror the tree.")
+    ] = False,
+    suffix: Annotated[
+        str, typer.Option(help="Appended to each output file stem, e.g. _clean.")
+    ] = "",
+    output_format: Annotated[
+        OutputFormat,
+        typer.Option("--format", help="Output format; auto keeps each input's format."),
+    ] = OutputFormat.auto,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Leave existing outputs alone (no error).")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs (else: an error).")
+    ] = False,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SPEC",
+            help="Weights: a name from 'derain weights list', a .safetensors file, the authors' "
+            ".pth, or hf://OWNER/REPO\\[@REV]\\[/FILE]. Default: the bundled default weights.",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[
+        Device, typer.Option(help="auto picks cuda, then mps, then cpu.")
+    ] = Device.auto,
+    precision: Annotated[
+        Precision, typer.Option(help="auto: bf16 on CUDA, fp32 elsewhere.")
+    ] = Precision.auto,
+    tile: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="PIXELS",
+            help="Tile size; default: automatic from free memory; 0 disables tiling.",
+            show_default=False,
+        ),
+    ] = None,
+    overlap: Annotated[
+        int, typer.Option(min=0, metavar="PIXELS", help="Overlap between tiles (blended).")
+    ] = 32,
+    max_megapixels: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            metavar="MP",
+            help="Refuse larger images (decompression-bomb guard); 0 = no limit. Default: 200.",
+            show_default=False,
+        ),
+    ] = None,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="No progress, device line or summary.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON line per file on stdout.")
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Write the JSON lines to FILE as well.", show_default=False
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Derain IN and write the result to OUT."""
+    with _unexpected_errors(debug), user_errors(debug):
+        from derain_cli import imaging
+        from derain_cli.inference.batch import plan_jobs, stream_jobs
+
+        jobs = plan_jobs(
+            source,
+            output,
+            recursive=recursive,
+            suffix=suffix,
+            fmt=output_format.value,
+            skip_existing=skip_existing,
+            overwrite=overwrite,
+        )
+        writes_stdout = any(job.output is None for job in jobs)
+        if as_json and writes_stdout:
+            raise UsageError("--json and -o - both want stdout; use --report FILE instead")
+        if max_megapixels is None:
+            limit: float | None = imaging.DEFAULT_MAX_MEGAPIXELS
+        else:
+            limit = max_megapixels or None
+
+        with _open_report(report) as report_file:
+            derainer = _load_model(weights, device, precision, tile, overlap, quiet)
+            results = stream_jobs(
+                jobs,
+                derainer,
+                skip_existing=skip_existing,
+                overwrite=overwrite,
+                max_megapixels=limit,
+                quality=quality,
+                stdin=sys.stdin.buffer if jobs[0].input is None else None,
+                stdout=sys.stdout.buffer if writes_stdout else None,
+            )
+            sinks: list[IO[str]] = [sys.stdout] if as_json else []
+            if report_file is not None:
+                sinks.append(report_file)
+            failed = _consume(results, len(jobs), sinks=sinks, quiet=quiet, debug=debug)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _load_model(
+    weights: str | None,
+    device: Device,
+    precision: Precision,
+    tile: int | None,
+    overlap: int,
+    quiet: bool,
+) -> Derain:
+    """Load the weights and build the Derainer once, before any input is read."""
+    from derain_cli.inference.engine import Derainer
+    from derain_cli.weights import load_weights
+
+    loaded = load_weights(weights)
+    derainer = Derainer(
+        loaded, device=device.value, precision=precision.value, tile=tile, overlap=overlap
+    )
+    if not quiet:
+        err_console.print(
+            Text.assemble(("derain: ", "bold"), f"{loaded.source} on {derainer.description}")
+        )
+    return derainer
+
+
+@contextlib.contextmanager
+def _open_report(report: Path | None) -> Iterator[IO[str] | None]:
+    if report is None:
+        yield None
+        return
+    try:
+        handle = report.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{report}: cannot write the report ({exc.strerror or exc})") from None
+    with handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _unexpected_errors(debug: bool) -> Iterator[None]:
+    """A bug or an environment failure: one line (traceback with --debug), exit 1; ^C is 130."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise
+    except KeyboardInterrupt:
+        err_console.print("derain: interrupted (finished outputs are complete; no partial files)")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if debug:
+            err_console.print_exception()
+        _error_line(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
+        raise typer.Exit(1) from None
+
+
+def _print_traceback(exc: BaseException) -> None:
+    from rich.traceback import Traceback
+
+    err_console.print(Traceback.from_exception(type(exc), exc, exc.__traceback__))
+
+
+def _error_line(message: str) -> None:
+    err_console.print(Text.assemble(("derain: error: ", "bold red"), message))
+
+
+def _consume(
+    results: Generator[Result, None, None],
+    total: int,
+    *,
+    sinks: list[IO[str]],
+    quiet: bool,
+    debug: bool,
+) -> int:
+    """Report each result as it arrives; return the number of failed files."""
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    megapixels = 0.0
+    warned_alpha = False
+    start = time.perf_counter()
+    with contextlib.closing(results), _progress(total, quiet) as progress:
+        task = progress.add_task("derain", total=total, megapixels=0.0) if progress else None
+        for result in results:
+            counts[result.status] += 1
+            megapixels += result.megapixels
+            line = json.dumps(result.record(), ensure_ascii=False)
+            for sink in sinks:
+                sink.write(line + "\n")
+                sink.flush()
+            if result.status == "failed":
+                if debug and result.exception is not None:
+                    _print_traceback(result.exception)
+                _error_line(f"{result.input}: {result.error}")
+            if result.alpha_dropped and not warned_alpha and not quiet:
+                warned_alpha = True
+                err_console.print(
+                    Text.assemble(
+                        ("derain: warning: ", "bold yellow"),
+                        f"{result.input}: JPEG cannot store alpha; the alpha channel is dropped "
+                        "(this and any further such files; use --format png to keep it)",
+                    )
+                )
+            if progress is not None and task is not None:
+                progress.update(task, advance=1, megapixels=megapixels)
+    if not quiet:
+        elapsed = time.perf_counter() - start
+        summary = (
+            f"{counts['ok']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+            f"({megapixels:.2f} MP in {elapsed:.1f} s)"
+        )
+        err_console.print(Text.assemble(("derain: ", "bold"), summary))
+    return counts["failed"]
+
+
+@contextlib.contextmanager
+def _progress(total: int, quiet: bool) -> Iterator[Progress | None]:
+    """A rich progress bar on stderr for batches, only when stderr is a terminal."""
+    if quiet or total < 2 or not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class MegapixelRate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            elapsed = task.elapsed or 0.0
+            rate = task.fields.get("megapixels", 0.0) / elapsed if elapsed > 0 else 0.0
+            return Text(f"{rate:.2f} MP/s")
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        MegapixelRate(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    ) as progress:
+        yield progress

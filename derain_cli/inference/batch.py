@@ -1,0 +1,482 @@
+"""Which files to derain, where each result goes, and a streamed runner over them.
+
+Two jobs live here, both free of any CLI code so the library can batch-process too:
+
+* :func:`plan_jobs` turns ``IN`` (a file, a folder, a glob or ``-``) and ``-o OUT`` into a list of
+  :class:`Job` s. Every check that needs no pixels happens here (no inputs, output folder is a
+  file, an output that would replace an input, two inputs writing the same output), so a bad
+  invocation fails before the model is loaded or any image is read.
+* :func:`stream_jobs` runs the jobs. A background thread decodes image ``i + 1`` while the caller's
+  derainer computes image ``i`` (bounded queue, so memory stays at a couple of decoded images);
+  results are encoded and written atomically by :func:`derain_cli.imaging.write_image`. One
+  :class:`Result` per job comes back, in input order; a file that fails never stops the batch.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+import numpy as np
+
+from derain_cli.errors import DerainError, ImageError, UsageError
+from derain_cli.imaging import (
+    DEFAULT_MAX_MEGAPIXELS,
+    STDIN_NAME,
+    SUPPORTED_FORMATS,
+    Picture,
+    encode_image,
+    read_image,
+    write_image,
+)
+
+#: ``--format`` choice -> the suffix it gets when the input's own suffix does not fit.
+FORMAT_SUFFIXES: dict[str, str] = {key: spec.suffixes[0] for key, spec in SUPPORTED_FORMATS.items()}
+#: Output suffixes we can write, mapped to their ``--format`` choice.
+WRITABLE_SUFFIXES: dict[str, str] = {
+    suffix: key for key, spec in SUPPORTED_FORMATS.items() for suffix in spec.suffixes
+}
+#: Suffixes picked up when walking a folder or expanding a glob (others are ignored silently).
+INPUT_SUFFIXES: frozenset[str] = frozenset(
+    {*WRITABLE_SUFFIXES, ".jpe", ".jfif", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
+)
+FORMAT_CHOICES: tuple[str, ...] = ("auto", *SUPPORTED_FORMATS)
+STDIO = "-"
+#: Suffix for a single file written next to its input when ``-o`` is left out.
+DEFAULT_SIBLING_SUFFIX = "-derained"
+
+Status = Literal["ok", "skipped", "failed"]
+Derain = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its result goes. ``None`` means stdin (input) or stdout (output)."""
+
+    input: Path | None
+    output: Path | None
+    fmt: str  # a key of imaging.SUPPORTED_FORMATS
+
+    @property
+    def input_label(self) -> str:
+        return STDIO if self.input is None else str(self.input)
+
+    @property
+    def output_label(self) -> str:
+        return STDIO if self.output is None else str(self.output)
+
+
+@dataclass
+class Result:
+    """What happened to one job; :meth:`record` is the ``--json`` / ``--report`` line."""
+
+    input: str
+    output: str
+    status: Status
+    error: str | None = None
+    seconds: float = 0.0
+    megapixels: float = 0.0
+    alpha_dropped: bool = False
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def record(self) -> dict[str, object]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "status": self.status,
+            "error": self.error,
+            "seconds": round(self.seconds, 4),
+            "megapixels": round(self.megapixels, 4),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: paths only, no pixels.
+# --------------------------------------------------------------------------------------------
+
+
+def plan_jobs(
+    source: str,
+    output: str | None,
+    *,
+    recursive: bool = False,
+    suffix: str = "",
+    fmt: str = "auto",
+    skip_existing: bool = False,
+    overwrite: bool = False,
+) -> list[Job]:
+    """Resolve ``IN`` and ``-o OUT`` into jobs, or raise :class:`UsageError` (exit 2).
+
+    ``IN`` is ``-`` (stdin), an existing file, an existing folder (its images; with ``recursive``
+    the whole tree, mirrored under ``OUT``), or a glob (mirrored under ``OUT`` from the glob's
+    first wildcard folder). ``fmt="auto"`` keeps each input's format (``.jpg`` stays ``.jpg``;
+    formats we cannot write, such as BMP or GIF, become PNG).
+    """
+    if fmt not in FORMAT_CHOICES:
+        raise UsageError(f"unknown --format {fmt!r} (choose from {', '.join(FORMAT_CHOICES)})")
+    if skip_existing and overwrite:
+        raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
+    if os.sep in suffix or "/" in suffix:
+        raise UsageError(f"--suffix {suffix!r} must not contain a path separator")
+
+    if source == STDIO:
+        jobs = [_stdin_job(output, fmt)]
+    elif os.path.isfile(source):
+        jobs = [_file_job(Path(source), output, suffix, fmt)]
+    elif os.path.isdir(source):
+        out_dir = _output_folder(output, f"'{source}' is a folder")
+        pairs = _walk_folder(Path(source), recursive, exclude=out_dir)
+        if not pairs:
+            what = "folder tree" if recursive else "folder (use --recursive for subfolders)"
+            hint = _skipped_output_hint(Path(source), out_dir)
+            raise UsageError(f"{source}: no images found in this {what}{hint}")
+        jobs = [_mirrored_job(path, rel, out_dir, suffix, fmt) for path, rel in pairs]
+    elif glob.has_magic(source):
+        out_dir = _output_folder(output, f"'{source}' is a glob")
+        pairs = _expand_glob(source, exclude=out_dir)
+        if not pairs:
+            hint = _skipped_output_hint(_glob_root(source), out_dir)
+            raise UsageError(f"{source}: no images match this pattern{hint}")
+        jobs = [_mirrored_job(path, rel, out_dir, suffix, fmt) for path, rel in pairs]
+    else:
+        raise UsageError(f"{source}: no such file or folder")
+    _refuse_collisions(jobs)
+    return jobs
+
+
+def _stdin_job(output: str | None, fmt: str) -> Job:
+    if output is None or output == STDIO:
+        return Job(None, None, "png" if fmt == "auto" else fmt)
+    if _looks_like_folder(output):
+        raise UsageError(f"with '-' as input, -o must be a file name or '-' (got folder {output})")
+    return Job(None, Path(output), _format_for_file(Path(output), fmt))
+
+
+def _file_job(path: Path, output: str | None, suffix: str, fmt: str) -> Job:
+    if output is None:
+        sibling_suffix = suffix or DEFAULT_SIBLING_SUFFIX
+        return _mirrored_job(path, Path(path.name), path.parent, sibling_suffix, fmt)
+    if output == STDIO:
+        return Job(path, None, "png" if fmt == "auto" else fmt)
+    if _looks_like_folder(output):
+        out_dir = Path(output)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"{output}: output folder is a file")
+        return _mirrored_job(path, Path(path.name), out_dir, suffix, fmt)
+    return Job(path, Path(output), _format_for_file(Path(output), fmt))
+
+
+def _looks_like_folder(output: str) -> bool:
+    return os.path.isdir(output) or output.endswith(("/", os.sep))
+
+
+def _format_for_file(dest: Path, fmt: str) -> str:
+    """The format of an explicit output file name; ``--format`` must agree with its suffix."""
+    by_suffix = WRITABLE_SUFFIXES.get(dest.suffix.lower())
+    if fmt == "auto":
+        if by_suffix is None:
+            known = ", ".join(sorted(WRITABLE_SUFFIXES))
+            raise UsageError(
+                f"{dest}: cannot tell the output format from the name (use {known} or --format)"
+            )
+        return by_suffix
+    if by_suffix is not None and by_suffix != fmt:
+        raise UsageError(f"{dest}: --format {fmt} contradicts the file suffix {dest.suffix}")
+    return fmt
+
+
+def _output_folder(output: str | None, why: str) -> Path:
+    if output is None:
+        raise UsageError(f"-o OUT (a folder) is required because {why}")
+    if output == STDIO:
+        raise UsageError(f"-o - (stdout) takes a single image, but {why}")
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{output}: output folder is a file")
+    return out_dir
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in INPUT_SUFFIXES
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
+def _nested_output(root: Path, out_dir: Path) -> Path | None:
+    """``out_dir`` when it lies strictly inside ``root`` (so it must not be read as input)."""
+    if _inside(out_dir, root) and os.path.realpath(out_dir) != os.path.realpath(root):
+        return out_dir
+    return None
+
+
+def _skipped_output_hint(root: Path, out_dir: Path) -> str:
+    if _nested_output(root, out_dir) is None:
+        return ""
+    return f" (images inside the output folder {out_dir} are never read as inputs)"
+
+
+def _walk_folder(root: Path, recursive: bool, exclude: Path) -> list[tuple[Path, Path]]:
+    """Image files under ``root`` as (path, path relative to root), sorted, outputs excluded.
+
+    Hidden files and folders are skipped, and so is ``exclude`` (the output folder) when it lies
+    inside ``root``: a rerun must not derain its own earlier outputs.
+    """
+    nested = _nested_output(root, exclude)
+    found: list[tuple[Path, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if nested is not None and _inside(here, nested):
+            dirnames.clear()
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        for name in sorted(filenames):
+            path = here / name
+            if _is_image_name(name) and path.is_file():
+                found.append((path, path.relative_to(root)))
+    return sorted(found, key=lambda pair: pair[1].as_posix())
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder before the first wildcard component: outputs mirror the tree below it."""
+    parts = Path(pattern).parts
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path()
+
+
+def _expand_glob(pattern: str, exclude: Path) -> list[tuple[Path, Path]]:
+    root = _glob_root(pattern)
+    nested = _nested_output(root, exclude)
+    found: list[tuple[Path, Path]] = []
+    for match in glob.glob(pattern, recursive=True):
+        path = Path(match)
+        if not (_is_image_name(path.name) and path.is_file()):
+            continue
+        if nested is not None and _inside(path, nested):
+            continue
+        found.append((path, path.relative_to(root)))
+    return sorted(found, key=lambda pair: pair[1].as_posix())
+
+
+def _mirrored_job(path: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -> Job:
+    in_suffix = path.suffix
+    kept = WRITABLE_SUFFIXES.get(in_suffix.lower())
+    if fmt == "auto":
+        out_fmt = kept or "png"
+        out_suffix = in_suffix if kept else FORMAT_SUFFIXES["png"]
+    else:
+        out_fmt = fmt
+        out_suffix = in_suffix if kept == fmt else FORMAT_SUFFIXES[fmt]
+    name = f"{path.stem}{suffix}{out_suffix}"
+    return Job(path, out_dir / rel.parent / name, out_fmt)
+
+
+def _same_file_key(path: Path) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _refuse_collisions(jobs: Sequence[Job]) -> None:
+    """An output may never be an input, and two inputs may never share one output."""
+    inputs = {_same_file_key(job.input): job for job in jobs if job.input is not None}
+    outputs: dict[str, Job] = {}
+    for job in jobs:
+        if job.output is None:
+            continue
+        key = _same_file_key(job.output)
+        if key in inputs:
+            raise UsageError(
+                f"{job.output}: output would replace the input {inputs[key].input_label}; "
+                "choose another -o, --suffix or --format"
+            )
+        if key in outputs:
+            raise UsageError(
+                f"{job.output}: both {outputs[key].input_label} and {job.input_label} would be "
+                "written here; use --suffix or separate runs"
+            )
+        outputs[key] = job
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming: decode ahead in a thread, compute and write in the caller's thread.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Decoded:
+    job: Job
+    picture: Picture | None = None
+    result: Result | None = None  # already settled (skipped, or failed before/while decoding)
+    seconds: float = 0.0
+
+
+_DONE = object()
+
+
+class _Crash:
+    """The decoder thread died of something that is not a per-file error: re-raise it."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _failure(job: Job, exc: BaseException, seconds: float = 0.0) -> Result:
+    own_names = {job.input_label, STDIN_NAME} if job.input is None else {job.input_label}
+    if isinstance(exc, ImageError) and str(exc.path) in own_names:
+        message = exc.reason  # the CLI prefixes the input name; do not repeat it
+    elif isinstance(exc, DerainError):
+        message = str(exc)
+    else:
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return Result(job.input_label, job.output_label, "failed", message, seconds, exception=exc)
+
+
+def _existing_output(job: Job, *, skip_existing: bool, overwrite: bool) -> Result | None:
+    """Settle a job whose output already exists: skipped, refused, or ``None`` to go ahead."""
+    if job.output is None or not os.path.lexists(job.output):
+        return None
+    if skip_existing:
+        return Result(job.input_label, job.output_label, "skipped")
+    if overwrite and job.output.is_file():
+        return None
+    reason = "not a file" if not job.output.is_file() else "use --overwrite or --skip-existing"
+    return _failure(job, ImageError(job.output, f"output exists ({reason})"))
+
+
+def stream_jobs(
+    jobs: Iterable[Job],
+    derain: Derain,
+    *,
+    skip_existing: bool = False,
+    overwrite: bool = False,
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+    quality: int = 95,
+    prefetch: int = 2,
+    stdin: IO[bytes] | None = None,
+    stdout: IO[bytes] | None = None,
+) -> Generator[Result, None, None]:
+    """Derain each job, yielding one :class:`Result` per job in order.
+
+    ``derain`` maps float32 ``H x W x 3`` in [0, 1] to the same (a
+    :class:`~derain_cli.inference.engine.Derainer`, or any callable). Decoding runs ``prefetch``
+    images ahead in a daemon thread; closing the generator early stops it. Per-file problems
+    (unreadable input, existing output, a failing write) become ``failed`` results; anything
+    else propagates.
+    """
+    if prefetch < 1:
+        raise ValueError("prefetch must be >= 1")
+    pending: queue.Queue[object] = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                pending.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decode(job: Job) -> _Decoded:
+        start = time.perf_counter()
+        settled = _existing_output(job, skip_existing=skip_existing, overwrite=overwrite)
+        if settled is not None:
+            return _Decoded(job, result=settled)
+        try:
+            if job.input is None:
+                if stdin is None:
+                    raise UsageError("reading '-' needs a stdin stream")
+                data: Path | bytes = stdin.read()
+            else:
+                data = job.input
+            picture = read_image(data, max_megapixels=max_megapixels)
+        except Exception as exc:  # one bad file must not stop the batch
+            return _Decoded(job, result=_failure(job, exc, time.perf_counter() - start))
+        return _Decoded(job, picture=picture, seconds=time.perf_counter() - start)
+
+    def decoder() -> None:
+        try:
+            for job in jobs:
+                if stop.is_set() or not offer(decode(job)):
+                    return
+            offer(_DONE)
+        except BaseException as exc:  # surfaced in the caller's thread
+            offer(_Crash(exc))
+
+    thread = threading.Thread(target=decoder, name="derain-decoder", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = pending.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Crash):
+                raise item.exc
+            assert isinstance(item, _Decoded)
+            if item.result is not None:
+                yield item.result
+                continue
+            yield _compute_and_write(
+                item,
+                derain,
+                skip_existing=skip_existing,
+                overwrite=overwrite,
+                quality=quality,
+                stdout=stdout,
+            )
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _compute_and_write(
+    item: _Decoded,
+    derain: Derain,
+    *,
+    skip_existing: bool,
+    overwrite: bool,
+    quality: int,
+    stdout: IO[bytes] | None,
+) -> Result:
+    job, picture = item.job, item.picture
+    assert picture is not None
+    start = time.perf_counter()
+    height, width = picture.rgb.shape[:2]
+    megapixels = height * width / 1e6
+    try:
+        clean = derain(picture.rgb)
+        if job.output is None:
+            if stdout is None:
+                raise UsageError("writing '-' needs a stdout stream")
+            data = encode_image(picture, clean, job.fmt, quality=quality)
+            stdout.write(data)
+            stdout.flush()
+        else:
+            # Re-check: the file may have appeared while this image was decoded and computed.
+            settled = _existing_output(job, skip_existing=skip_existing, overwrite=overwrite)
+            if settled is not None:
+                settled.seconds = item.seconds + time.perf_counter() - start
+                return settled
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+            write_image(job.output, picture, clean, fmt=job.fmt, quality=quality)
+    except Exception as exc:  # one bad file must not stop the batch
+        return _failure(job, exc, item.seconds + time.perf_counter() - start)
+    return Result(
+        job.input_label,
+        job.output_label,
+        "ok",
+        seconds=item.seconds + time.perf_counter() - start,
+        megapixels=megapixels,
+        alpha_dropped=picture.alpha is not None and job.fmt == "jpg",
+    )

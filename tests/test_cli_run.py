@@ -1,0 +1,494 @@
+"""`derain run` / `derain IN -o OUT` end to end, with a tiny random-init generator as weights.
+
+The generator here is a test fixture only (8 channels, 2 blocks): these tests check files, exit
+codes, messages and streams, never the quality of the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from images import make_corrupt_batch, rgba_png  # tests/images.py; pytest puts tests/ on sys.path
+from PIL import Image
+from rich.console import Console
+from typer.testing import CliRunner, Result
+
+from derain_cli.cli import run as run_cli
+from derain_cli.cli.app import app
+from derain_cli.errors import WeightsError
+from derain_cli.imaging import DEFAULT_MAX_MEGAPIXELS, read_image
+from derain_cli.inference import batch, engine
+from derain_cli.nets.registry import build_generator
+
+HPARAMS = {"in_channels": 3, "channels": 8, "blocks": 2}
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from derain_cli.weights import save_weights
+
+    torch.manual_seed(0)
+    module = build_generator("nlcl-resnet", HPARAMS)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(path, module, arch="nlcl-resnet", hparams=HPARAMS, metadata={"note": "test"})
+    return path
+
+
+def photo(path: Path, height: int = 24, width: int = 32, seed: int = 0) -> Path:
+    """A small smooth RGB photo (smooth so JPEG does not matter)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    pixels = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def invoke(*args: str, weights: Path | None = None, stdin: bytes | None = None) -> Result:
+    argv = ["run", *args] + (["--weights", str(weights)] if weights is not None else [])
+    return CliRunner().invoke(app, argv, input=stdin)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------- basic runs
+
+
+def test_single_file(tmp_path: Path, weights_file: Path) -> None:
+    src = photo(tmp_path / "photo.jpg")
+    result = invoke(str(src), "-o", str(tmp_path / "clean.jpg"), weights=weights_file)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "cpu" in result.stderr and "1 done" in result.stderr
+    with Image.open(tmp_path / "clean.jpg") as out:
+        assert (out.format, out.size, out.mode) == ("JPEG", (32, 24), "RGB")
+
+    quiet = invoke(str(src), "-o", str(tmp_path / "q.png"), "-q", weights=weights_file)
+    assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+
+def test_folder_recursive_glob_and_suffix(tmp_path: Path, weights_file: Path) -> None:
+    for name in ["a.jpg", "b.png", "sub/c.png", "sub/deep/d.jpg"]:
+        photo(tmp_path / "in" / name)
+    (tmp_path / "in" / "readme.txt").write_text("not an image")
+
+    flat = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "flat"), weights=weights_file)
+    assert flat.exit_code == 0, flat.output
+    assert files_in(tmp_path / "flat") == ["a.jpg", "b.png"]
+
+    tree = invoke(
+        str(tmp_path / "in"), "-o", str(tmp_path / "tree"), "-r", "--suffix", "_x",
+        weights=weights_file,
+    )  # fmt: skip
+    assert tree.exit_code == 0, tree.output
+    assert files_in(tmp_path / "tree") == ["a_x.jpg", "b_x.png", "sub/c_x.png", "sub/deep/d_x.jpg"]
+
+    pattern = str(tmp_path / "in" / "**" / "*.jpg")
+    globbed = invoke(pattern, "-o", str(tmp_path / "glob"), weights=weights_file)
+    assert globbed.exit_code == 0, globbed.output
+    assert files_in(tmp_path / "glob") == ["a.jpg", "sub/deep/d.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "pillow"),
+    [("png", "a.png", "PNG"), ("jpg", "a.jpg", "JPEG"), ("webp", "a.webp", "WEBP"),
+     ("tiff", "a.tif", "TIFF"), ("auto", "a.jpg", "JPEG")],
+)  # fmt: skip
+def test_each_format(tmp_path: Path, weights_file: Path, fmt: str, name: str, pillow: str) -> None:
+    photo(tmp_path / "in" / "a.jpg")
+    result = invoke(
+        str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--format", fmt, weights=weights_file
+    )
+    assert result.exit_code == 0, result.output
+    assert files_in(tmp_path / "out") == [name]
+    with Image.open(tmp_path / "out" / name) as out:
+        assert (out.format, out.size) == (pillow, (32, 24))
+
+
+def test_quality_megapixel_limit_and_tiles(tmp_path: Path, weights_file: Path) -> None:
+    noisy = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    src = str(tmp_path / "noisy.png")
+    sizes = {}
+    for quality in ("20", "95"):
+        out = tmp_path / f"q{quality}.jpg"
+        result = invoke(src, "-o", str(out), "--quality", quality, "-q", weights=weights_file)
+        assert result.exit_code == 0, result.output
+        sizes[quality] = out.stat().st_size
+    assert sizes["20"] < sizes["95"]
+
+    limited = invoke(src, "-o", str(tmp_path / "big.png"), "--max-megapixels", "0.001",
+                     weights=weights_file)  # fmt: skip
+    assert limited.exit_code == 1 and "megapixels" in limited.stderr
+    assert not (tmp_path / "big.png").exists()
+    unlimited = invoke(src, "-o", str(tmp_path / "any.png"), "--max-megapixels", "0",
+                       weights=weights_file)  # fmt: skip
+    assert unlimited.exit_code == 0
+
+    tiled = invoke(src, "-o", str(tmp_path / "tiled.png"), "--tile", "24", "--overlap", "4",
+                   weights=weights_file)  # fmt: skip
+    assert tiled.exit_code == 0, tiled.output
+    assert Image.open(tmp_path / "tiled.png").size == (64, 48)
+
+
+def test_skip_existing_and_overwrite(tmp_path: Path, weights_file: Path) -> None:
+    src = photo(tmp_path / "a.png")
+    target = tmp_path / "out.png"
+    target.write_bytes(b"precious")
+
+    refused = invoke(str(src), "-o", str(target), weights=weights_file)
+    assert refused.exit_code == 1
+    assert target.read_bytes() == b"precious"
+    (line,) = [x for x in refused.stderr.splitlines() if "error" in x]
+    assert str(src) in line and "exists" in line and "--overwrite" in line
+    assert "Traceback" not in refused.stderr
+
+    skipped = invoke(str(src), "-o", str(target), "--skip-existing", "--json", weights=weights_file)
+    assert skipped.exit_code == 0
+    assert [r["status"] for r in json_lines(skipped.stdout)] == ["skipped"]
+    assert target.read_bytes() == b"precious"
+
+    replaced = invoke(str(src), "-o", str(target), "--overwrite", weights=weights_file)
+    assert replaced.exit_code == 0
+    assert Image.open(target).size == (32, 24)
+
+
+def test_output_equal_to_input_is_refused(tmp_path: Path, weights_file: Path) -> None:
+    src = photo(tmp_path / "a.png")
+    before = src.read_bytes()
+    for out in (str(src), str(tmp_path)):
+        result = invoke(str(src), "-o", out, "--overwrite", weights=weights_file)
+        assert result.exit_code == 2, result.output
+        assert "replace the input" in result.stderr
+    assert src.read_bytes() == before
+
+
+def test_stdin_to_stdout_png(tmp_path: Path, weights_file: Path) -> None:
+    data = photo(tmp_path / "a.jpg", height=16, width=24).read_bytes()
+    result = invoke("-", "-o", "-", weights=weights_file, stdin=data)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(result.stdout_bytes)) as out:
+        assert (out.format, out.size) == ("PNG", (24, 16))
+    assert "cpu" in result.stderr
+
+
+def test_json_lines_and_report(tmp_path: Path, weights_file: Path) -> None:
+    for name in ["a.png", "b.jpg"]:
+        photo(tmp_path / "in" / name)
+    (tmp_path / "in" / "c.png").write_bytes(b"garbage")
+    report = tmp_path / "report.jsonl"
+    result = invoke(
+        str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--json", "--report", str(report),
+        weights=weights_file,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    records = json_lines(result.stdout)
+    assert records == json_lines(report.read_text(encoding="utf-8"))
+    assert [Path(r["input"]).name for r in records] == ["a.png", "b.jpg", "c.png"]
+    assert [r["status"] for r in records] == ["ok", "ok", "failed"]
+    for record in records:
+        assert set(record) == {"input", "output", "status", "error", "seconds", "megapixels"}
+        assert isinstance(record["seconds"], float) and record["seconds"] >= 0
+    assert records[0]["megapixels"] == pytest.approx(32 * 24 / 1e6, abs=1e-4)
+    assert records[0]["output"] == str(tmp_path / "out" / "a.png")
+    assert records[0]["error"] is None and records[2]["error"]
+    assert records[2]["megapixels"] == 0
+
+
+# --------------------------------------------------------------------------------- exit codes
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{tmp}/empty", "-o", "{tmp}/out"], "no images found"),
+        (["{tmp}/in", "-o", "{tmp}/file.txt"], "output folder is a file"),
+        (["{tmp}/in"], "-o OUT"),
+        (["{tmp}/nothing-here.jpg", "-o", "{tmp}/x.jpg"], "no such file"),
+        (["{tmp}/in", "-o", "{tmp}/out", "--weights", "{tmp}/missing.safetensors"], "not found"),
+        (["{tmp}/in/a.png", "-o", "-", "--json"], "--report"),
+        (["{tmp}/in", "-o", "{tmp}/out", "--skip-existing", "--overwrite"], "exclude"),
+        (["{tmp}/in/a.png", "-o", "{tmp}/o.png", "--device", "cpu", "--precision", "fp16"], "CPU"),
+        (["{tmp}/in", "-o", "{tmp}/out", "--report", "{tmp}/no/such/dir/r.jsonl"], "report"),
+    ],
+)
+def test_usage_errors_exit_2(
+    tmp_path: Path, weights_file: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    photo(tmp_path / "in" / "a.png")
+    argv = [a.format(tmp=tmp_path) for a in args]
+    if "--weights" not in argv:
+        argv += ["--weights", str(weights_file)]
+    result = CliRunner().invoke(app, ["run", *argv])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "derain: error:" in lines[0], result.stderr
+    assert message.lower() in lines[0].lower()
+    assert result.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_option_value_is_exit_2(tmp_path: Path, weights_file: Path) -> None:
+    photo(tmp_path / "a.png")
+    result = invoke(str(tmp_path / "a.png"), "--device", "tpu", weights=weights_file)
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_absent_device_is_exit_2(tmp_path: Path, weights_file: Path, device: str) -> None:
+    available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if available:
+        pytest.skip(f"{device} is present here")
+    photo(tmp_path / "a.png")
+    result = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--device", device,
+                    weights=weights_file)  # fmt: skip
+    assert result.exit_code == 2
+    assert device in result.stderr and not (tmp_path / "b.png").exists()
+
+
+def test_missing_default_weights_is_exit_2_with_how_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from derain_cli.weights import load_weights
+
+    try:
+        load_weights(None)
+    except WeightsError as exc:
+        expected = str(exc)
+    else:
+        pytest.skip("default weights are installed")
+    photo(tmp_path / "a.png")
+    reads: list[object] = []
+    monkeypatch.setattr(batch, "read_image", lambda *a, **k: reads.append(a))
+    result = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"))
+    assert result.exit_code == 2
+    assert expected in result.stderr.replace("\n", " ") or expected in result.stderr
+    assert "--weights" in result.stderr
+    assert reads == [], "inputs must not be read before the model is ready"
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_model_loaded_once_before_any_input(
+    tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import derain_cli.weights as weights_module
+
+    events: list[str] = []
+    real_load, real_read = weights_module.load_weights, batch.read_image
+
+    def load(spec: str | None) -> object:
+        events.append("load")
+        return real_load(spec)
+
+    class CountingDerainer(engine.Derainer):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            events.append("derainer")
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def read(*args: object, **kwargs: object) -> object:
+        events.append("read")
+        return real_read(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(weights_module, "load_weights", load)
+    monkeypatch.setattr(engine, "Derainer", CountingDerainer)
+    monkeypatch.setattr(batch, "read_image", read)
+    for i in range(3):
+        photo(tmp_path / "in" / f"{i}.png", seed=i)
+    result = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "out"), weights=weights_file)
+    assert result.exit_code == 0, result.output
+    assert events == ["load", "derainer", "read", "read", "read"]
+
+
+def test_some_failed_is_exit_1_and_debug_shows_traceback(
+    tmp_path: Path, weights_file: Path
+) -> None:
+    photo(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "b.jpg").write_bytes(b"\xff\xd8 broken")
+    plain = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "out"), weights=weights_file)
+    assert plain.exit_code == 1
+    errors = [x for x in plain.stderr.splitlines() if "derain: error:" in x]
+    assert len(errors) == 1 and "b.jpg" in errors[0]
+    assert "Traceback" not in plain.stderr
+    assert files_in(tmp_path / "out") == ["a.png"]
+
+    debug = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "dbg"), "--debug",
+                   weights=weights_file)  # fmt: skip
+    assert debug.exit_code == 1
+    assert "Traceback" in debug.stderr
+
+
+def test_alpha_to_jpeg_warns_once(tmp_path: Path, weights_file: Path) -> None:
+    for name in ["a.png", "b.png"]:
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(rgba_png())
+    result = invoke(
+        str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--format", "jpg", weights=weights_file
+    )
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "alpha" in warnings[0]
+    with Image.open(tmp_path / "out" / "a.jpg") as out:
+        assert out.mode == "RGB"
+
+
+def test_progress_bar_on_a_terminal(
+    tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, highlight=False)
+    monkeypatch.setattr(run_cli, "err_console", console)
+    for i in range(3):
+        photo(tmp_path / "in" / f"{i}.png", seed=i)
+    result = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "out"), weights=weights_file)
+    assert result.exit_code == 0, result.output
+    shown = screen.getvalue()
+    assert "3/3" in shown and "MP/s" in shown and "files" in shown
+    assert files_in(tmp_path / "out") == ["0.png", "1.png", "2.png"]
+
+    screen.truncate(0)
+    screen.seek(0)
+    quiet = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-q", "--overwrite",
+                   weights=weights_file)  # fmt: skip
+    assert quiet.exit_code == 0, quiet.output
+    assert screen.getvalue() == "" and quiet.stderr == ""
+
+
+def test_help_states_the_real_megapixel_default() -> None:
+    result = CliRunner().invoke(app, ["run", "--help"])
+    assert result.exit_code == 0
+    assert f"Default: {DEFAULT_MAX_MEGAPIXELS:g}" in " ".join(result.stdout.split())
+
+
+# ------------------------------------------------------------------------------- corrupt batch
+
+
+def test_corrupt_batch(tmp_path: Path, weights_file: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    expected = make_corrupt_batch(src)
+    before = digest(src)
+    result = invoke(str(src), "-o", str(out), "--json", weights=weights_file)
+    assert result.exit_code == 1, result.output
+    assert digest(src) == before, "inputs must be byte-identical afterwards"
+
+    records = {Path(r["input"]).name: r for r in json_lines(result.stdout)}
+    assert set(records) == set(expected)
+    errors = [x for x in result.stderr.splitlines() if "derain: error:" in x]
+    assert "Traceback" not in result.stderr
+    for name, ok in expected.items():
+        record = records[name]
+        assert record["status"] == ("ok" if ok else "failed"), (name, record)
+    assert len(errors) == sum(not ok for ok in expected.values())
+    for name, ok in expected.items():
+        record = records[name]
+        written = out / name
+        if not ok:
+            assert not written.exists()
+            assert sum(name in line for line in errors) == 1
+            continue
+        source, clean = read_image(src / name), read_image(written)
+        assert clean.rgb.shape == source.rgb.shape, name  # size and EXIF orientation
+        assert clean.bit_depth == source.bit_depth, name
+        assert (clean.alpha is None) == (source.alpha is None), name
+        if source.alpha is not None:
+            np.testing.assert_array_equal(clean.alpha, source.alpha)
+    # no temporary or partial files anywhere
+    assert sorted(files_in(out)) == sorted(name for name, ok in expected.items() if ok)
+    with Image.open(out / "cmyk.jpg") as cmyk:
+        assert cmyk.mode == "RGB"
+    with Image.open(out / "rotated-6.jpg") as rotated:
+        assert rotated.size == (32, 48)
+        assert rotated.getexif().get(0x0112, 1) == 1
+
+
+# ------------------------------------------------------------------ real processes (routing)
+
+
+def derain_exe() -> list[str]:
+    script = Path(sys.executable).parent / ("derain.exe" if os.name == "nt" else "derain")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("derain")
+    return [found] if found else [sys.executable, "-m", "derain_cli"]
+
+
+def test_version_subprocess() -> None:
+    from derain_cli import __version__
+
+    done = subprocess.run([*derain_exe(), "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"derain {__version__}"
+
+
+def test_default_command_routing_subprocess(tmp_path: Path, weights_file: Path) -> None:
+    photo(tmp_path / "photo.jpg")
+    done = subprocess.run(
+        [*derain_exe(), "photo.jpg", "-o", "clean.jpg", "--weights", str(weights_file)],
+        cwd=tmp_path, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b""
+    with Image.open(tmp_path / "clean.jpg") as out:
+        assert (out.format, out.size) == ("JPEG", (32, 24))
+
+
+def test_stdin_stdout_subprocess(tmp_path: Path, weights_file: Path) -> None:
+    data = photo(tmp_path / "photo.png", height=16, width=24).read_bytes()
+    done = subprocess.run(
+        [*derain_exe(), "-", "-o", "-", "--weights", str(weights_file)],
+        input=data, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    with Image.open(io.BytesIO(done.stdout)) as out:  # stdout holds the PNG and nothing else
+        assert (out.format, out.size) == ("PNG", (24, 16))
+        out.load()
+    assert b"cpu" in done.stderr
+
+
+# ---------------------------------------------------------------------- bundled example image
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+
+
+def test_bundled_example_image(tmp_path: Path, weights_file: Path) -> None:
+    example = EXAMPLES / "rainy-camera.jpg"
+    assert example.stat().st_size < 150_000
+    with Image.open(example) as image:
+        assert image.format == "JPEG" and max(image.size) <= 640
+        committed = np.asarray(image, dtype=np.float32)
+    result = invoke(str(example), "-o", str(tmp_path / "clean.jpg"), weights=weights_file)
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "clean.jpg").size == (512, 512)
+
+    pytest.importorskip("skimage")
+    import runpy
+
+    make = runpy.run_path(str(EXAMPLES / "make_example.py"))["make"]
+    regenerated = make(tmp_path / "again.jpg")
+    again = np.asarray(Image.open(regenerated), dtype=np.float32)
+    assert np.abs(again - committed).mean() < 1.0, "make_example.py no longer makes the example"
