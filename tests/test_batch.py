@@ -161,6 +161,91 @@ def test_usage_errors(
         plan_jobs(*args, fmt=fmt)
 
 
+# ------------------------------------------------------------------------ several inputs (IN...)
+
+
+def test_several_files_land_directly_in_the_output_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the shell makes of ``derain *.jpg -o out``: OUT is created, repeats count once."""
+    monkeypatch.chdir(tmp_path)
+    for name in ["a.png", "b.jpg", "c.gif"]:
+        write_png(Path(name))
+    jobs = plan_jobs(["a.png", "b.jpg", "./a.png", "c.gif", "a.png"], "out", suffix="_c")
+    assert [str(job.input) for job in jobs] == ["a.png", "b.jpg", "c.gif"]
+    assert outputs(jobs) == ["out/a_c.png", "out/b_c.jpg", "out/c_c.png"]
+    assert [job.fmt for job in jobs] == ["png", "jpg", "png"]
+
+
+def test_one_input_left_after_dedup_keeps_single_file_rules(tmp_path: Path) -> None:
+    write_png(tmp_path / "a.png")
+    a = str(tmp_path / "a.png")
+    assert plan_jobs([a, a], None) == plan_jobs(a, None)
+    assert plan_jobs([a, a], None)[0].output == tmp_path / "a-derained.png"
+    assert plan_jobs(["-", "-"], "-") == [Job(None, None, "png")]
+
+
+def test_file_folder_and_glob_mix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One folder among the inputs: its images land directly in OUT (its tree with -r)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ["x.png", "in/a.png", "in/sub/b.png", "shots/day1/c.jpg", "shots/day2/d.jpg"]:
+        write_png(Path(name))
+    jobs = plan_jobs(["x.png", "in", "shots/*/*.jpg", "in/a.png"], "out", recursive=True)
+    assert outputs(jobs) == ["out/x.png", "out/a.png", "out/sub/b.png", "out/day1/c.jpg",
+                             "out/day2/d.jpg"]  # fmt: skip
+    assert [str(job.input) for job in jobs][1] == "in/a.png"  # processed once, at first mention
+    flat = plan_jobs(["x.png", "in"], "out")
+    assert outputs(flat) == ["out/x.png", "out/a.png"]
+
+
+def test_several_folders_each_mirrored_under_their_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ["x.png", "rainy/a.png", "rainy/sub/b.png", "more/a.png"]:
+        write_png(Path(name))
+    jobs = plan_jobs(["rainy", "more", "x.png"], "out", recursive=True)
+    assert outputs(jobs) == ["out/rainy/a.png", "out/rainy/sub/b.png", "out/more/a.png",
+                             "out/x.png"]  # fmt: skip
+    flat = plan_jobs(["rainy/", "more", "rainy"], "out")  # `rainy/` and `rainy` are one input
+    assert outputs(flat) == ["out/rainy/a.png", "out/more/a.png"]
+    monkeypatch.chdir(tmp_path / "rainy")
+    (job,) = [j for j in plan_jobs([".", "../more"], "../out") if j.input == Path("a.png")]
+    assert job.output == Path("../out/rainy/a.png")  # `.` is named after the real folder
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((["a.png", "-"], "out"), "cannot be combined"),
+        ((["-", "in"], "out"), "cannot be combined"),
+        ((["a.png", "b.png"], None), "-o OUT (a folder) is required because 2 inputs"),
+        ((["a.png", "b.png"], "-"), "single image"),
+        ((["a.png", "b.png"], "file.txt"), "file.txt: output folder is a file"),
+        ((["a.png", "gone.png", "b.png", "nope"], "out"), "gone.png, nope: no such file"),
+        ((["a.png", "in/*.gif"], "out"), "in/*.gif: no images match"),
+        ((["a.png", "empty"], "out"), "empty: no images found"),
+        ((["a.png", "in"], "in"), "in: this input folder is (inside) the output folder"),
+        ((["in", "other/in"], "out"), "in and other/in would both be written to out/in"),
+        ((["a.png", "other/in/a.png"], "out"), "both a.png and other/in/a.png"),
+        ((["a.png", "in"], "out"), "both a.png and in/a.png"),
+        ((["a.png", "b.png"], "."), "would replace the input"),
+    ],
+)
+def test_several_inputs_usage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ["a.png", "b.png", "in/a.png", "other/in/a.png"]:
+        write_png(Path(name))
+    Path("empty").mkdir()
+    Path("file.txt").write_text("x")
+    with pytest.raises(UsageError) as caught:
+        plan_jobs(*args)
+    assert message in str(caught.value)
+    assert not Path("out").exists()
+
+
 def test_option_conflicts(tmp_path: Path) -> None:
     write_png(tmp_path / "a.png")
     with pytest.raises(UsageError, match="exclude each other"):

@@ -24,7 +24,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from derain_cli.cli import run as run_cli
-from derain_cli.cli.app import app
+from derain_cli.cli.app import app, route
 from derain_cli.errors import WeightsError
 from derain_cli.imaging import DEFAULT_MAX_MEGAPIXELS, read_image
 from derain_cli.inference import batch, engine
@@ -111,6 +111,47 @@ def test_folder_recursive_glob_and_suffix(tmp_path: Path, weights_file: Path) ->
     globbed = invoke(pattern, "-o", str(tmp_path / "glob"), weights=weights_file)
     assert globbed.exit_code == 0, globbed.output
     assert files_in(tmp_path / "glob") == ["a.jpg", "sub/deep/d.jpg"]
+
+
+def test_several_files_unquoted_glob(tmp_path: Path, weights_file: Path) -> None:
+    """``derain *.jpg -o out`` after the shell expanded it: every file lands in the new folder."""
+    names = ["a.jpg", "b.png", "c.jpg"]
+    sources = [str(photo(tmp_path / name, seed=i)) for i, name in enumerate(names)]
+    result = invoke(*sources, "-o", str(tmp_path / "out"), "--json", weights=weights_file)
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in json_lines(result.stdout)] == ["ok"] * 3
+    assert files_in(tmp_path / "out") == names
+    assert "3 done" in result.stderr
+    with Image.open(tmp_path / "out" / "c.jpg") as out:
+        assert (out.format, out.size) == ("JPEG", (32, 24))
+
+
+def test_file_and_folders_mixed(tmp_path: Path, weights_file: Path) -> None:
+    for name in ["x.png", "in/a.png", "in/sub/b.jpg", "more/m.png"]:
+        photo(tmp_path / name)
+    one_folder = invoke(str(tmp_path / "x.png"), str(tmp_path / "in"), "-r",
+                        "-o", str(tmp_path / "flat"), weights=weights_file)  # fmt: skip
+    assert one_folder.exit_code == 0, one_folder.output
+    assert files_in(tmp_path / "flat") == ["a.png", "sub/b.jpg", "x.png"]
+
+    two_folders = invoke(str(tmp_path / "in"), str(tmp_path / "more"), str(tmp_path / "x.png"),
+                         "-o", str(tmp_path / "nested"), weights=weights_file)  # fmt: skip
+    assert two_folders.exit_code == 0, two_folders.output
+    assert files_in(tmp_path / "nested") == ["in/a.png", "more/m.png", "x.png"]
+
+
+def test_run_is_the_escape_hatch_for_inputs_named_like_commands(
+    tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``derain train`` means the subcommand; ``derain run train`` derains a file named train."""
+    monkeypatch.chdir(tmp_path)
+    photo(tmp_path / "train.png").rename(tmp_path / "train")
+    assert route(["train", "-o", "x.png"])[0] == "train"
+    argv = route(["run", "train", "-o", "clean.png", "--weights", str(weights_file)])
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "clean.png") as out:
+        assert (out.format, out.size) == ("PNG", (32, 24))
 
 
 @pytest.mark.parametrize(
@@ -235,6 +276,10 @@ def test_json_lines_and_report(tmp_path: Path, weights_file: Path) -> None:
         (["{tmp}/in", "-o", "{tmp}/out", "--skip-existing", "--overwrite"], "exclude"),
         (["{tmp}/in/a.png", "-o", "{tmp}/o.png", "--device", "cpu", "--precision", "fp16"], "CPU"),
         (["{tmp}/in", "-o", "{tmp}/out", "--report", "{tmp}/no/such/dir/r.jsonl"], "report"),
+        (["{tmp}/in/a.png", "-", "-o", "{tmp}/out"], "cannot be combined"),
+        (["{tmp}/in/a.png", "{tmp}/empty", "-o", "{tmp}/file.txt"], "output folder is a file"),
+        (["{tmp}/in/a.png", "{tmp}/in/b.png"], "-o OUT (a folder) is required"),
+        (["{tmp}/in/a.png", "{tmp}/gone.jpg", "-o", "{tmp}/out"], "{tmp}/gone.jpg: no such"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -250,7 +295,7 @@ def test_usage_errors_exit_2(
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "derain: error:" in lines[0], result.stderr
-    assert message.lower() in lines[0].lower()
+    assert message.format(tmp=tmp_path).lower() in lines[0].lower()
     assert result.stdout == ""
     assert not (tmp_path / "out").exists()
 
@@ -455,6 +500,19 @@ def test_default_command_routing_subprocess(tmp_path: Path, weights_file: Path) 
     assert done.stdout == b""
     with Image.open(tmp_path / "clean.jpg") as out:
         assert (out.format, out.size) == ("JPEG", (32, 24))
+
+
+def test_several_inputs_subprocess(tmp_path: Path, weights_file: Path) -> None:
+    photo(tmp_path / "a.jpg", seed=1)
+    photo(tmp_path / "b.jpg", seed=2)
+    done = subprocess.run(
+        [*derain_exe(), "a.jpg", "b.jpg", "-o", "out/", "--weights", str(weights_file)],
+        cwd=tmp_path, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b""
+    assert files_in(tmp_path / "out") == ["a.jpg", "b.jpg"]
+    assert b"2 done" in done.stderr
 
 
 def test_stdin_stdout_subprocess(tmp_path: Path, weights_file: Path) -> None:

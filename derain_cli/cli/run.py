@@ -1,4 +1,4 @@
-"""`derain run` / `derain IN -o OUT`: derain one image, a folder, a glob or stdin.
+"""`derain run` / `derain IN... -o OUT`: derain images, folders, globs or stdin.
 
 The command only wires options to the library: :func:`~derain_cli.inference.batch.plan_jobs`
 resolves paths (usage errors, exit 2, before anything heavy happens), the weights and the
@@ -53,11 +53,12 @@ class OutputFormat(str, Enum):
 
 
 def command(
-    source: Annotated[
-        str,
+    sources: Annotated[
+        list[str],
         typer.Argument(
             metavar="IN",
-            help="An image file, a folder, a quoted glob ('shots/**/*.jpg') or - for stdin.",
+            help="Image files, folders, globs ('shots/**/*.jpg'), or a lone - for stdin. "
+            "With several INs, -o must be a folder.",
             show_default=False,
         ),
     ],
@@ -67,7 +68,8 @@ def command(
             "-o",
             "--output",
             metavar="OUT",
-            help="Output file, folder (required for folder/glob input) or - for PNG on stdout. "
+            help="Output file, folder (required for several INs or a folder/glob) or - for PNG "
+            "on stdout. "
             "Default for one file: NAME-derained.EXT next to it.",
             show_default=False,
         ),
@@ -139,13 +141,13 @@ def command(
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Derain IN and write the result to OUT."""
+    """Derain each IN and write the results to OUT."""
     with _unexpected_errors(debug), user_errors(debug):
         from derain_cli import imaging
         from derain_cli.inference.batch import plan_jobs, stream_jobs
 
         jobs = plan_jobs(
-            source,
+            sources,
             output,
             recursive=recursive,
             suffix=suffix,

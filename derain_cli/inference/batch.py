@@ -2,10 +2,10 @@
 
 Two jobs live here, both free of any CLI code so the library can batch-process too:
 
-* :func:`plan_jobs` turns ``IN`` (a file, a folder, a glob or ``-``) and ``-o OUT`` into a list of
-  :class:`Job` s. Every check that needs no pixels happens here (no inputs, output folder is a
-  file, an output that would replace an input, two inputs writing the same output), so a bad
-  invocation fails before the model is loaded or any image is read.
+* :func:`plan_jobs` turns ``IN...`` (files, folders, globs, or a lone ``-``) and ``-o OUT`` into a
+  list of :class:`Job` s. Every check that needs no pixels happens here (missing inputs, no images
+  found, output folder is a file, an output that would replace an input, two inputs writing the
+  same output), so a bad invocation fails before the model is loaded or any image is read.
 * :func:`stream_jobs` runs the jobs. A background thread decodes image ``i + 1`` while the caller's
   derainer computes image ``i`` (bounded queue, so memory stays at a couple of decoded images);
   results are encoded and written atomically by :func:`derain_cli.imaging.write_image`. One
@@ -103,7 +103,7 @@ class Result:
 
 
 def plan_jobs(
-    source: str,
+    sources: str | Sequence[str],
     output: str | None,
     *,
     recursive: bool = False,
@@ -112,12 +112,16 @@ def plan_jobs(
     skip_existing: bool = False,
     overwrite: bool = False,
 ) -> list[Job]:
-    """Resolve ``IN`` and ``-o OUT`` into jobs, or raise :class:`UsageError` (exit 2).
+    """Resolve ``IN...`` and ``-o OUT`` into jobs, or raise :class:`UsageError` (exit 2).
 
-    ``IN`` is ``-`` (stdin), an existing file, an existing folder (its images; with ``recursive``
-    the whole tree, mirrored under ``OUT``), or a glob (mirrored under ``OUT`` from the glob's
-    first wildcard folder). ``fmt="auto"`` keeps each input's format (``.jpg`` stays ``.jpg``;
-    formats we cannot write, such as BMP or GIF, become PNG).
+    Each ``IN`` is ``-`` (stdin), an existing file, an existing folder (its images; with
+    ``recursive`` the whole tree, mirrored under ``OUT``), or a glob (mirrored under ``OUT`` from
+    the glob's first wildcard folder). ``fmt="auto"`` keeps each input's format (``.jpg`` stays
+    ``.jpg``; formats we cannot write, such as BMP or GIF, become PNG).
+
+    Several inputs exist because shells expand ``derain *.jpg -o out/`` into many arguments; see
+    :func:`_plan_several` for their rules. Repeated inputs count once, so one input left after
+    that behaves exactly like a single ``IN``.
     """
     if fmt not in FORMAT_CHOICES:
         raise UsageError(f"unknown --format {fmt!r} (choose from {', '.join(FORMAT_CHOICES)})")
@@ -126,29 +130,136 @@ def plan_jobs(
     if os.sep in suffix or "/" in suffix:
         raise UsageError(f"--suffix {suffix!r} must not contain a path separator")
 
+    unique = _unique_sources([sources] if isinstance(sources, str) else list(sources))
+    if not unique:
+        raise UsageError("no input given (IN: an image, a folder, a quoted glob or -)")
+    if len(unique) == 1:
+        jobs = _plan_one(unique[0], output, recursive, suffix, fmt)
+    else:
+        jobs = _plan_several(unique, output, recursive, suffix, fmt)
+    _refuse_collisions(jobs)
+    return jobs
+
+
+def _plan_one(source: str, output: str | None, recursive: bool, suffix: str, fmt: str) -> list[Job]:
+    """A single ``IN``: a file may go to a file, a folder or stdout; stdin is allowed."""
     if source == STDIO:
-        jobs = [_stdin_job(output, fmt)]
-    elif os.path.isfile(source):
-        jobs = [_file_job(Path(source), output, suffix, fmt)]
-    elif os.path.isdir(source):
-        out_dir = _output_folder(output, f"'{source}' is a folder")
+        return [_stdin_job(output, fmt)]
+    _refuse_missing([source])
+    if os.path.isfile(source):
+        return [_file_job(Path(source), output, suffix, fmt)]
+    kind = "folder" if os.path.isdir(source) else "glob"
+    out_dir = _output_folder(output, f"'{source}' is a {kind}")
+    return _expand_source(source, out_dir, recursive, suffix, fmt, nest=False)
+
+
+def _plan_several(
+    sources: list[str], output: str | None, recursive: bool, suffix: str, fmt: str
+) -> list[Job]:
+    """Several ``IN`` s (files, folders, globs in any mix) into one output folder.
+
+    Files land directly in ``OUT``; a glob mirrors its tree below its fixed part, as alone. A
+    folder's images land directly in ``OUT`` too, unless several folders are given: then each
+    one's tree goes under ``OUT/<folder name>/`` so that same-named files cannot clash. An image
+    reached twice (``a.jpg`` and a folder holding it) is processed once, at its first mention.
+    """
+    if STDIO in sources:
+        raise UsageError("'-' (stdin) cannot be combined with other inputs; run it separately")
+    why = f"{len(sources)} inputs were given"
+    out_dir = _output_folder(output, why)
+    _refuse_missing(sources)
+    folders = [source for source in sources if os.path.isdir(source)]
+    _refuse_output_among_folders(folders, out_dir)
+    nest = len(folders) > 1
+    if nest:
+        _refuse_same_folder_names(folders, out_dir)
+    jobs: list[Job] = []
+    for source in sources:
+        if os.path.isfile(source):
+            jobs.append(_mirrored_job(Path(source), Path(Path(source).name), out_dir, suffix, fmt))
+        else:
+            jobs.extend(_expand_source(source, out_dir, recursive, suffix, fmt, nest=nest))
+    seen: set[str] = set()
+    unique_jobs: list[Job] = []
+    for job in jobs:
+        assert job.input is not None
+        key = _same_file_key(job.input)
+        if key not in seen:
+            seen.add(key)
+            unique_jobs.append(job)
+    return unique_jobs
+
+
+def _expand_source(
+    source: str, out_dir: Path, recursive: bool, suffix: str, fmt: str, *, nest: bool
+) -> list[Job]:
+    """The jobs of one folder or glob; finding no image in it is a usage error naming it."""
+    if os.path.isdir(source):
         pairs = _walk_folder(Path(source), recursive, exclude=out_dir)
         if not pairs:
             what = "folder tree" if recursive else "folder (use --recursive for subfolders)"
             hint = _skipped_output_hint(Path(source), out_dir)
             raise UsageError(f"{source}: no images found in this {what}{hint}")
-        jobs = [_mirrored_job(path, rel, out_dir, suffix, fmt) for path, rel in pairs]
-    elif glob.has_magic(source):
-        out_dir = _output_folder(output, f"'{source}' is a glob")
+        base = out_dir / _folder_name(source) if nest else out_dir
+    else:
         pairs = _expand_glob(source, exclude=out_dir)
         if not pairs:
             hint = _skipped_output_hint(_glob_root(source), out_dir)
             raise UsageError(f"{source}: no images match this pattern{hint}")
-        jobs = [_mirrored_job(path, rel, out_dir, suffix, fmt) for path, rel in pairs]
-    else:
-        raise UsageError(f"{source}: no such file or folder")
-    _refuse_collisions(jobs)
-    return jobs
+        base = out_dir
+    return [_mirrored_job(path, rel, base, suffix, fmt) for path, rel in pairs]
+
+
+def _unique_sources(sources: list[str]) -> list[str]:
+    """Drop repeated inputs (``a.jpg ./a.jpg``, ``in in/``), keeping the first spelling."""
+    seen: set[str] = set()
+    unique: list[str] = []
+    for source in sources:
+        exists = source != STDIO and os.path.exists(source)
+        key = _same_file_key(Path(source)) if exists else source
+        if key not in seen:
+            seen.add(key)
+            unique.append(source)
+    return unique
+
+
+def _refuse_missing(sources: Sequence[str]) -> None:
+    """Name every input that is neither a file, a folder nor a glob, before any work starts."""
+    missing = [
+        source
+        for source in sources
+        if not (os.path.isfile(source) or os.path.isdir(source) or glob.has_magic(source))
+    ]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no such file or folder")
+
+
+def _folder_name(source: str) -> str:
+    return Path(os.path.realpath(source)).name
+
+
+def _refuse_output_among_folders(folders: Sequence[str], out_dir: Path) -> None:
+    """A folder input inside OUT (``derain * -o out/`` on a rerun) would derain earlier outputs."""
+    for folder in folders:
+        if _inside(Path(folder), out_dir):
+            raise UsageError(
+                f"{folder}: this input folder is (inside) the output folder {out_dir}; "
+                "choose another -o"
+            )
+
+
+def _refuse_same_folder_names(folders: Sequence[str], out_dir: Path) -> None:
+    by_name: dict[str, str] = {}
+    for folder in folders:
+        name = _folder_name(folder)
+        if not name:
+            raise UsageError(f"{folder}: cannot mirror a root folder with other folders")
+        if name in by_name:
+            raise UsageError(
+                f"{by_name[name]} and {folder} would both be written to {out_dir / name}; "
+                "run them separately"
+            )
+        by_name[name] = folder
 
 
 def _stdin_job(output: str | None, fmt: str) -> Job:
