@@ -1,14 +1,233 @@
-"""`derain train` (placeholder until its issue lands)."""
+"""`derain train DATA`: train NLCL on unpaired rainy/clean folders (see docs/training.md).
+
+Config precedence: defaults < ``--config FILE`` < ``--set KEY=VALUE`` < the explicit options
+(``--steps``, ``--batch-size``...). On ``--resume`` the checkpoint's config is the base, and only
+run-length and runtime settings may change.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from derain_cli.cli.common import not_implemented
+from derain_cli.cli.common import err_console, fail, user_errors
+
+
+class RichProgress:
+    """Live display on a terminal (step, ETA, images/s, each loss); plain lines otherwise."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.first = 0
+        self.live: Any = None
+        self.started = time.monotonic()
+        self.interactive = err_console.is_terminal
+
+    def start(self, step: int, total: int) -> None:
+        self.first, self.total = step, total
+        if self.interactive:
+            from rich.live import Live
+
+            self.live = Live(
+                self._render({"step": step}), console=err_console, refresh_per_second=4
+            )
+            self.live.start()
+
+    def update(self, record: Mapping[str, Any]) -> None:
+        if self.live is not None:
+            self.live.update(self._render(record))
+        else:
+            err_console.print(self._line(record), markup=False, highlight=False)
+
+    def note(self, text: str) -> None:
+        err_console.print(f"derain train: {text}", markup=False, highlight=False)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def _eta(self, record: Mapping[str, Any]) -> str:
+        step = int(record.get("step", self.first))
+        done = step - self.first
+        if done <= 0:
+            return "?"
+        rate = done / max(time.monotonic() - self.started, 1e-9)
+        seconds = int((self.total - step) / rate)
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+    def _line(self, record: Mapping[str, Any]) -> str:
+        losses = "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k.startswith(("d_", "g_")))
+        return (
+            f"step {record.get('step')}/{self.total}  eta {self._eta(record)}  "
+            f"{record.get('images_per_s', 0):.1f} img/s  lr {record.get('lr', 0):.2e}  {losses}"
+        )
+
+    def _render(self, record: Mapping[str, Any]) -> Any:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        step = int(record.get("step", 0))
+        width = 30
+        filled = int(width * step / max(1, self.total))
+        table.add_row(
+            f"[bold]step[/] {step}/{self.total}",
+            "[green]" + "#" * filled + "[/]" + "." * (width - filled),
+            f"[bold]eta[/] {self._eta(record)}",
+            f"{record.get('images_per_s', 0):.1f} img/s",
+        )
+        losses = [(k, v) for k, v in record.items() if k.startswith(("d_", "g_"))]
+        for i in range(0, len(losses), 4):
+            table.add_row(*(f"{k} {v:.4g}" for k, v in losses[i : i + 4]))
+        return table
 
 
 def command(
     ctx: typer.Context,
+    data: Path | None = typer.Argument(
+        None,
+        help="Folder of rainy images, or a folder holding rainy/ and clean/.",
+        show_default=False,
+    ),
+    clean: Path | None = typer.Option(
+        None, "--clean", help="Unpaired clean photos (default: DATA/clean/).", show_default=False
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run folder (default: runs/nlcl-YYYYmmdd-HHMMSS).", show_default=False
+    ),
+    gpus: int | None = typer.Option(None, "--gpus", help="Data-parallel ranks (processes)."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimiser steps to reach."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the rainy images."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Global batch (split over ranks)."
+    ),
+    crop: int | None = typer.Option(None, "--crop", help="Random crop side in pixels."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="TOML (or YAML) config file.", show_default=False
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override one config key, e.g. --set losses.adv_weight=0.5."
+    ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved config as TOML and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Not implemented yet."""
-    raise not_implemented("train", "the NLCL training engine")
+    """Train NLCL and export G_B.safetensors into the run folder."""
+    if ctx.args:
+        raise fail(f"unknown option or extra argument: {ctx.args[0]}")
+    if steps is not None and epochs is not None:
+        raise fail("--steps and --epochs are exclusive")
+    with user_errors(debug):
+        _run(
+            data=data,
+            clean=clean,
+            out=out,
+            resume=resume,
+            config_file=config_file,
+            print_config=print_config,
+            overrides=overrides,
+            flags={
+                "train.gpus": gpus,
+                "train.device": device,
+                "train.steps": steps,
+                "train.epochs": 0 if steps is not None else epochs,
+                "train.batch_size": batch_size,
+                "train.crop": crop,
+            },
+        )
+
+
+def _run(
+    *,
+    data: Path | None,
+    clean: Path | None,
+    out: Path | None,
+    resume: bool,
+    config_file: Path | None,
+    print_config: bool,
+    overrides: list[str],
+    flags: Mapping[str, Any],
+) -> None:
+    from derain_cli.config import NLCLConfig, parse_override
+    from derain_cli.errors import UsageError
+
+    changes = dict(parse_override(text) for text in overrides)
+    changes |= {k: v for k, v in flags.items() if v is not None}
+
+    def resolved(base: NLCLConfig) -> NLCLConfig:
+        return base.with_overrides(changes, source="command line") if changes else base
+
+    requested = resolved(NLCLConfig.load(config_file) if config_file else NLCLConfig())
+    if out is None and resume:
+        raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
+    saved = _saved_config(out, resume)
+    if saved is not None:
+        from derain_cli.train.loop import check_resume_config
+
+        requested = resolved(NLCLConfig.load(config_file)) if config_file else resolved(saved)
+        check_resume_config(saved, requested)
+    if print_config:
+        sys.stdout.write(requested.dumps_toml())
+        return
+    if data is None:
+        raise UsageError("missing DATA (a folder of rainy images); see derain train --help")
+    if out is None:
+        out = Path("runs") / time.strftime("nlcl-%Y%m%d-%H%M%S")
+
+    from derain_cli.data import scan_folders
+    from derain_cli.train.launch import run
+
+    def warn(path: Path, reason: str) -> None:
+        err_console.print(f"derain train: warning: {path}: skipped ({reason})", markup=False)
+
+    folders = scan_folders(data, clean, min_rainy=requested.train.batch_size, on_skip=warn)
+    err_console.print(
+        f"derain train: {len(folders.rainy)} rainy images in {folders.rainy_dir}, "
+        f"{len(folders.clean)} clean in {folders.clean_dir}; run folder {out}",
+        markup=False,
+    )
+    result = run(requested, folders, out, resume=resume, progress=RichProgress)
+    if result.interrupted:
+        err_console.print(
+            f"derain train: interrupted at step {result.step}; checkpoint saved in {out}. "
+            f"Continue with: derain train {data} --out {out} --resume",
+            markup=False,
+        )
+        raise typer.Exit(130)
+    err_console.print(
+        f"derain train: done at step {result.step}/{result.total_steps}; weights: {result.weights}",
+        markup=False,
+    )
+
+
+def _saved_config(out: Path | None, resume: bool) -> Any:
+    """The config in ``out``'s checkpoint when resuming; refuse to overwrite a run otherwise."""
+    from derain_cli.config import NLCLConfig
+    from derain_cli.errors import UsageError
+    from derain_cli.train.checkpoint import load_checkpoint
+    from derain_cli.train.loop import RunPaths
+
+    if out is None:
+        return None
+    checkpoint = RunPaths(out).checkpoint
+    if not checkpoint.is_file():
+        if resume:
+            err_console.print(
+                f"derain train: no checkpoint in {out} yet; starting a new run", markup=False
+            )
+        return None
+    if not resume:
+        raise UsageError(
+            f"{out}: already holds a training run; pass --resume to continue it "
+            "or choose another --out"
+        )
+    state = load_checkpoint(checkpoint)
+    return NLCLConfig.from_dict(state["config"], source=str(checkpoint))

@@ -1,0 +1,290 @@
+"""Unpaired rainy/clean folders and random crops, in a deterministic, resumable order.
+
+NLCL is unsupervised: each training sample is a rainy crop O and an UNPAIRED clean crop (the
+discriminator's "real" example). Both come from the global sample counter ``g`` alone:
+
+* image order: a seeded permutation of the folder per epoch (rainy and clean have separate
+  permutations, since the folders differ in size), sample ``g`` takes position ``g % N`` of epoch
+  ``g // N``;
+* crop position: drawn from ``numpy.random.default_rng([seed, stream, g])``.
+
+So the data a run sees depends only on (seed, files, step, global batch): resuming at step ``s``
+continues at counter ``s * batch`` with no sampler or worker RNG state to save, every rank of a
+data-parallel run can compute its shard of the same global batch, and the number of loader
+workers does not change the data.
+
+Images smaller than the crop are UPSCALED (bicubic, aspect kept) until the short side equals the
+crop; padding would show the generators artificial borders that real photos never have.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from derain_cli.errors import DerainError, UsageError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
+
+# Streams of the seeded generators (kept distinct so the four draws are independent).
+_RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP = range(4)
+
+
+@dataclass(frozen=True)
+class ImageFolders:
+    """The readable training images; ``skipped`` lists unreadable files and why."""
+
+    rainy_dir: Path
+    clean_dir: Path
+    rainy: tuple[Path, ...]
+    clean: tuple[Path, ...]
+    skipped: tuple[tuple[Path, str], ...] = field(default=())
+
+
+def resolve_folders(data: Path | str, clean: Path | str | None) -> tuple[Path, Path]:
+    """DATA is a folder of rainy images, or holds ``rainy/`` and ``clean/``.
+
+    Clean images come from ``clean`` when given, else ``DATA/clean``; with neither this is a
+    :class:`UsageError` (exit 2), because the adversarial term needs unpaired clean photos.
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise UsageError(f"{data}: not a folder of rainy images")
+    rainy_dir = data / "rainy" if (data / "rainy").is_dir() else data
+    if clean is not None:
+        clean_dir = Path(clean)
+        if not clean_dir.is_dir():
+            raise UsageError(f"{clean_dir}: --clean is not a folder")
+    elif (data / "clean").is_dir():
+        clean_dir = data / "clean"
+    else:
+        raise UsageError(
+            f"{data}: no clean images; NLCL's adversarial term needs unpaired clean photos: "
+            f"pass --clean DIR or create {data / 'clean'}"
+        )
+    return rainy_dir, clean_dir
+
+
+def list_images(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted, hidden files and ``exclude`` skipped)."""
+    excluded = [e.resolve() for e in exclude]
+    found = []
+    for path in folder.rglob("*"):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        resolved = path.resolve()
+        if any(resolved.is_relative_to(e) for e in excluded):
+            continue
+        found.append(path)
+    return sorted(found)
+
+
+def probe_image(path: Path) -> str | None:
+    """Why ``path`` cannot be used (``None`` when its header reads and it has pixels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        return str(exc).split("\n")[0] or type(exc).__name__
+    if width < 1 or height < 1:
+        return "image has no pixels"
+    return None
+
+
+def scan_folders(
+    data: Path | str,
+    clean: Path | str | None = None,
+    *,
+    min_rainy: int = 1,
+    on_skip: Callable[[Path, str], None] | None = None,
+) -> ImageFolders:
+    """Find and probe the rainy and clean images; unreadable files are skipped (``on_skip``).
+
+    Raises :class:`UsageError` when a folder holds no readable image, or fewer rainy images than
+    ``min_rainy`` (the global batch: a batch should not repeat an image).
+    """
+    rainy_dir, clean_dir = resolve_folders(data, clean)
+    skipped: list[tuple[Path, str]] = []
+
+    def readable(paths: list[Path]) -> tuple[Path, ...]:
+        good = []
+        for path in paths:
+            reason = probe_image(path)
+            if reason is None:
+                good.append(path)
+            else:
+                skipped.append((path, reason))
+                if on_skip is not None:
+                    on_skip(path, reason)
+        return tuple(good)
+
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+    rainy = readable(list_images(rainy_dir, exclude=[clean_dir]))
+    if not rainy:
+        raise UsageError(f"{rainy_dir}: no readable rainy images (looked for {suffixes})")
+    if len(rainy) < min_rainy:
+        raise UsageError(
+            f"{rainy_dir}: only {len(rainy)} readable rainy image(s), fewer than the batch size "
+            f"{min_rainy}; add images or lower --batch-size"
+        )
+    clean_images = readable(list_images(clean_dir))
+    if not clean_images:
+        raise UsageError(f"{clean_dir}: no readable clean images (looked for {suffixes})")
+    return ImageFolders(rainy_dir, clean_dir, rainy, clean_images, tuple(skipped))
+
+
+def decode(path: Path) -> np.ndarray:
+    """RGB image as float32 H x W x 3 in [0, 1] (EXIF orientation applied)."""
+    try:
+        from derain_cli.imaging import read_image
+    except ImportError:  # imaging lands separately; Pillow gives the same pixels for 8-bit RGB
+        read_image = None
+    if read_image is not None:
+        return read_image(path, max_megapixels=None).rgb
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return array / 255.0
+
+
+def fit_to_crop(rgb: np.ndarray, crop: int) -> np.ndarray:
+    """Upscale (bicubic, aspect kept) so that the short side is at least ``crop``."""
+    height, width = rgb.shape[:2]
+    short = min(height, width)
+    if short >= crop:
+        return rgb
+    import cv2
+
+    scale = crop / short
+    size = (max(crop, round(width * scale)), max(crop, round(height * scale)))
+    resized = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC)
+    if resized.dtype == np.float32:
+        np.clip(resized, 0.0, 1.0, out=resized)
+    return resized
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """H x W x 3 (float [0, 1] or uint8) -> 3 x H x W float32 in [-1, 1] (the generators' range)."""
+    array = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))) * 2.0 - 1.0
+
+
+class UnpairedCrops(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Item ``g`` (the global sample counter) -> (rainy crop O, unpaired clean crop), [-1, 1].
+
+    Unreadable files found while training are replaced by the next file in sorted order, with one
+    warning each (per process); ``cache`` decodes each file once and keeps it as uint8.
+    """
+
+    def __init__(self, folders: ImageFolders, *, crop: int, seed: int, cache: bool = False) -> None:
+        self.rainy = folders.rainy
+        self.clean = folders.clean
+        self.crop = crop
+        self.seed = seed
+        self._cache: dict[Path, np.ndarray] | None = None
+        self._warned: set[Path] = set()
+        if cache:
+            self._cache = {}
+            for path in dict.fromkeys(self.rainy + self.clean):
+                image = self._try_decode(path)
+                if image is not None:
+                    self._cache[path] = (image * 255.0 + 0.5).astype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.rainy)
+
+    def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rainy = self._crop(self.rainy, _order(self.seed, _RAINY_ORDER, len(self.rainy), g), g, 0)
+        clean = self._crop(self.clean, _order(self.seed, _CLEAN_ORDER, len(self.clean), g), g, 1)
+        return rainy, clean
+
+    def epoch(self, samples_seen: int) -> float:
+        """Passes over the rainy images after ``samples_seen`` samples."""
+        return samples_seen / len(self.rainy)
+
+    def preview(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed centre crops of the first ``count`` rainy and clean images (for sample grids)."""
+        rainy = [self._centre(self.rainy, i % len(self.rainy)) for i in range(count)]
+        clean = [self._centre(self.clean, i % len(self.clean)) for i in range(count)]
+        return torch.stack(rainy), torch.stack(clean)
+
+    def _crop(self, paths: tuple[Path, ...], index: int, g: int, kind: int) -> torch.Tensor:
+        image = self._image(paths, index)
+        height, width = image.shape[:2]
+        rng = np.random.default_rng([self.seed, _RAINY_CROP + kind, g])
+        top = int(rng.integers(0, height - self.crop + 1))
+        left = int(rng.integers(0, width - self.crop + 1))
+        return to_tensor(image[top : top + self.crop, left : left + self.crop])
+
+    def _centre(self, paths: tuple[Path, ...], index: int) -> torch.Tensor:
+        image = self._image(paths, index)
+        top = (image.shape[0] - self.crop) // 2
+        left = (image.shape[1] - self.crop) // 2
+        return to_tensor(image[top : top + self.crop, left : left + self.crop])
+
+    def _image(self, paths: tuple[Path, ...], index: int) -> np.ndarray:
+        for offset in range(len(paths)):
+            path = paths[(index + offset) % len(paths)]
+            if self._cache is not None:
+                image = self._cache.get(path)
+            else:
+                image = self._try_decode(path)
+            if image is not None:
+                return fit_to_crop(image, self.crop)
+        raise DerainError(f"{paths[0].parent}: none of the {len(paths)} images can be decoded")
+
+    def _try_decode(self, path: Path) -> np.ndarray | None:
+        try:
+            return decode(path)
+        except (DerainError, OSError, ValueError, SyntaxError) as exc:
+            if path not in self._warned:
+                self._warned.add(path)
+                warnings.warn(f"{path}: skipped, cannot decode ({exc})", stacklevel=2)
+            return None
+
+
+def _order(seed: int, stream: int, count: int, g: int) -> int:
+    epoch, position = divmod(g, count)
+    return int(_permutation(seed, stream, count, epoch)[position])
+
+
+@functools.lru_cache(maxsize=8)
+def _permutation(seed: int, stream: int, count: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, stream, epoch]).permutation(count)
+
+
+class StepSampler(Sampler[int]):
+    """This rank's sample counters for steps ``start..stop-1`` of a global batch.
+
+    Step ``s`` covers counters ``s*B .. s*B+B-1``; rank ``r`` of ``W`` takes the contiguous slice
+    ``r*B/W .. (r+1)*B/W-1``, so W ranks together see exactly the single-process batch.
+    """
+
+    def __init__(self, *, start: int, stop: int, global_batch: int, rank: int, world: int) -> None:
+        if global_batch % world:
+            raise UsageError(f"batch size {global_batch} is not divisible by {world} ranks")
+        self.start, self.stop = start, stop
+        self.global_batch = global_batch
+        self.local_batch = global_batch // world
+        self.rank = rank
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start, self.stop):
+            first = step * self.global_batch + self.rank * self.local_batch
+            yield from range(first, first + self.local_batch)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.local_batch

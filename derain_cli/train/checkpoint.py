@@ -1,0 +1,126 @@
+"""Atomic training checkpoints that ``torch.load(weights_only=True)`` can read.
+
+A checkpoint is one dict of tensors and plain containers (no pickled classes, so loading a
+checkpoint never runs code): models, optimisers, EMA, grad scaler, step, data position, RNG states
+(as tensors) and the config (as a dict). It is written to a temporary file in the same folder,
+fsynced, then renamed over the old one with :func:`os.replace`: a crash or SIGKILL at any moment
+leaves either the previous checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from derain_cli.errors import DerainError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+_TEMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(DerainError):
+    """A checkpoint that cannot be read or does not belong to this program (exit 2)."""
+
+    exit_code = 2
+
+
+def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically: temp file in the same folder, fsync, rename, fsync folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}")
+    try:
+        with open(temp, "wb") as handle:
+            torch.save({"format": FORMAT_VERSION, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint") from None
+    except Exception as exc:
+        reason = str(exc).strip().split("\n")[0]
+        raise CheckpointError(f"{path}: not a readable derain checkpoint ({reason})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not a derain training checkpoint (format mismatch)")
+    return state
+
+
+def remove_stale_temps(folder: Path | str) -> list[Path]:
+    """Delete temp files left by a process killed while writing (they are never complete)."""
+    removed = []
+    for temp in Path(folder).glob(f"{_TEMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            temp.unlink()
+            removed.append(temp)
+    return removed
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, NumPy, torch and CUDA RNG states as tensors (``weights_only``-safe)."""
+    version, python_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": torch.tensor(python_state, dtype=torch.int64),
+        "python_gauss": torch.tensor([] if gauss is None else [gauss], dtype=torch.float64),
+        "numpy": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_pos": torch.tensor([pos, has_gauss], dtype=torch.int64),
+        "numpy_cached": torch.tensor([cached], dtype=torch.float64),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    del version, kind
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng` (CUDA states only when the device count matches)."""
+    state = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    gauss = state["python_gauss"].tolist()
+    random.setstate((3, tuple(state["python"].tolist()), gauss[0] if gauss else None))
+    pos, has_gauss = state["numpy_pos"].tolist()
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy"].numpy().astype(np.uint32),
+            pos,
+            has_gauss,
+            float(state["numpy_cached"][0]),
+        )
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); harmless no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

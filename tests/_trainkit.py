@@ -1,0 +1,95 @@
+"""Tiny NLCL runs for the training tests: synthetic rainy/clean folders and a tiny config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from derain_cli.config import NLCLConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Generators with 8 channels and 2 blocks, a 2-layer D with 8 channels, 8x8 patches, few
+#: queries and negatives: one step takes tens of milliseconds on one CPU core.
+TINY: dict[str, Any] = {
+    "model": {
+        "generator_hparams": {"channels": 8, "blocks": 2},
+        "rain_hparams": {"channels": 8, "blocks": 2},
+        "d_channels": 8,
+        "d_layers": 2,
+        "head_units": 16,
+    },
+    "sampler": {"patch": 8, "stride": 4},
+    "losses": {
+        "layer_d_layers": [0, 1],
+        "layer_queries": 4,
+        "layer_positives": 2,
+        "layer_negatives": 8,
+        "location_g_layers": [0, 1, 2],
+        "location_queries": 8,
+        "location_negatives": 8,
+    },
+    "train": {
+        "steps": 4,
+        "batch_size": 2,
+        "crop": 32,
+        "log_every": 1,
+        "sample_every": 2,
+        "checkpoint_every": 2,
+        "num_samples": 2,
+        "num_workers": 0,
+        "device": "cpu",
+    },
+}
+
+
+def tiny_config(**train: Any) -> NLCLConfig:
+    return NLCLConfig.from_dict(TINY).with_overrides({f"train.{k}": v for k, v in train.items()})
+
+
+def write_tiny_toml(path: Path, **train: Any) -> Path:
+    path.write_text(tiny_config(**train).dumps_toml(), encoding="utf-8")
+    return path
+
+
+def make_dataset(root: Path, *, rainy: int = 6, clean: int = 4, seed: int = 0) -> Path:
+    """``root`` with rainy-ish noise images and ``root/clean`` with smooth ones (PNG/JPEG)."""
+    rng = np.random.default_rng(seed)
+    (root / "clean").mkdir(parents=True, exist_ok=True)
+    for i in range(rainy):
+        base = rng.random((1, 1, 3)) * 0.6 + 0.2
+        image = base + 0.08 * rng.standard_normal((40 + 4 * i, 48, 3))
+        streaks = rng.random(image.shape[:2]) > 0.96
+        image[streaks] += 0.5
+        save(root / f"rain-{i}.png", image)
+    for i in range(clean):
+        image = rng.random((1, 1, 3)) * 0.6 + 0.2 + 0.04 * rng.standard_normal((44, 52, 3))
+        save(root / "clean" / f"clean-{i}.jpg", image)
+    return root
+
+
+def save(path: Path, image: np.ndarray) -> None:
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(path)
+
+
+def derain_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "derain_cli", *args]
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        derain_cmd(*args), capture_output=True, text=True, env=subprocess_env(), timeout=timeout
+    )

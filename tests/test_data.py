@@ -1,0 +1,96 @@
+"""Unpaired folders, probing, crops and the deterministic, resumable sample order."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _trainkit import make_dataset, save
+
+from derain_cli.data import StepSampler, UnpairedCrops, fit_to_crop, resolve_folders, scan_folders
+from derain_cli.errors import UsageError
+
+
+def test_clean_comes_from_flag_or_data_clean_or_is_an_error(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d")
+    assert resolve_folders(data, None) == (data, data / "clean")
+    other = make_dataset(tmp_path / "o") / "clean"
+    assert resolve_folders(data, other) == (data, other)
+    split = tmp_path / "split"
+    (split / "rainy").mkdir(parents=True)
+    (split / "clean").mkdir()
+    assert resolve_folders(split, None) == (split / "rainy", split / "clean")
+    (tmp_path / "alone").mkdir()
+    with pytest.raises(UsageError, match="--clean DIR") as info:
+        resolve_folders(tmp_path / "alone", None)
+    assert info.value.exit_code == 2
+
+
+def test_scan_excludes_clean_and_skips_unreadable_files_once(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d", rainy=3, clean=2)
+    (data / "broken.jpg").write_bytes(b"not an image")
+    (data / "notes.txt").write_text("ignored")
+    skipped: list[Path] = []
+    folders = scan_folders(data, on_skip=lambda p, reason: skipped.append(p))
+    assert skipped == [data / "broken.jpg"]
+    assert len(folders.rainy) == 3 and len(folders.clean) == 2
+    assert all("clean" not in p.parent.name for p in folders.rainy)
+    assert folders.skipped[0][0] == data / "broken.jpg"
+
+
+def test_empty_or_too_small_datasets_are_clear_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "e"
+    (empty / "clean").mkdir(parents=True)
+    with pytest.raises(UsageError, match="no readable rainy images"):
+        scan_folders(empty)
+    data = make_dataset(tmp_path / "d", rainy=2, clean=1)
+    with pytest.raises(UsageError, match="fewer than the batch size 4"):
+        scan_folders(data, min_rainy=4)
+    for file in (data / "clean").iterdir():
+        file.unlink()
+    with pytest.raises(UsageError, match="no readable clean images"):
+        scan_folders(data)
+
+
+def test_crops_are_deterministic_in_range_and_small_images_upscaled(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d")
+    save(data / "tiny.png", np.full((10, 14, 3), 0.5))
+    folders = scan_folders(data)
+    dataset = UnpairedCrops(folders, crop=32, seed=3)
+    o, clean = dataset[5]
+    assert o.shape == clean.shape == (3, 32, 32)
+    assert o.min() >= -1 and o.max() <= 1
+    again = UnpairedCrops(folders, crop=32, seed=3, cache=True)[5]
+    torch.testing.assert_close(again[0], o, atol=1 / 255, rtol=0)
+    assert not torch.equal(UnpairedCrops(folders, crop=32, seed=4)[5][0], o)
+    assert fit_to_crop(np.zeros((10, 14, 3), np.float32), 32).shape == (32, 45, 3)
+    # Every rainy image appears once per epoch.
+    n = len(folders.rainy)
+    from derain_cli.data import _RAINY_ORDER, _order
+
+    assert sorted(_order(3, _RAINY_ORDER, n, g) for g in range(n, 2 * n)) == list(range(n))
+
+
+def test_undecodable_file_is_replaced_with_one_warning(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d", rainy=2, clean=1)
+    good = (data / "rain-0.png").read_bytes()
+    (data / "rain-0.png").write_bytes(good[: len(good) // 2])  # header fine, pixels truncated
+    folders = scan_folders(data)
+    assert len(folders.rainy) == 2  # the header probe cannot tell
+    dataset = UnpairedCrops(folders, crop=32, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for g in range(6):
+            dataset[g]
+    messages = [str(w.message) for w in caught if "rain-0.png" in str(w.message)]
+    assert len(messages) == 1 and "skipped" in messages[0]
+
+
+def test_sampler_resumes_where_it_stopped() -> None:
+    full = list(StepSampler(start=0, stop=5, global_batch=2, rank=0, world=1))
+    tail = list(StepSampler(start=3, stop=5, global_batch=2, rank=0, world=1))
+    assert full == list(range(10)) and tail == full[6:]
+    assert len(StepSampler(start=3, stop=5, global_batch=4, rank=1, world=2)) == 4

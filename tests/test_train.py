@@ -1,0 +1,231 @@
+"""End-to-end training on tiny synthetic folders (CPU, a few steps, 32 px crops)."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _trainkit import derain_cmd, make_dataset, subprocess_env, tiny_config, write_tiny_toml
+from typer.testing import CliRunner
+
+from derain_cli.cli.app import app
+from derain_cli.config import NLCLConfig
+from derain_cli.data import scan_folders
+from derain_cli.train.checkpoint import load_checkpoint
+from derain_cli.train.loop import Hooks, TrainingDiverged, build_objective, read_metrics, train
+from derain_cli.train.step import StepParts, train_step
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+def test_cli_run_exports_weights_that_derain_loads(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = write_tiny_toml(tmp_path / "tiny.toml")
+    result = runner.invoke(app, ["train", str(data), "--out", str(out), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+
+    # Every loss term of every logged step is finite, and all terms are there.
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    expected = {"d_real", "d_fake", "d_total", "g_adv", "g_consistency", "g_rain_l1"}
+    expected |= {"g_layer_contrast", "g_location_contrast", "g_total"}
+    for row in rows:
+        assert expected <= row.keys()
+        assert all(math.isfinite(row[k]) for k in expected | {"lr", "images_per_s"})
+    assert NLCLConfig.load(out / "config.toml") == tiny_config()
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "step-0000002.png",
+        "step-0000004.png",
+    ]
+    assert (out / "loss-curve.png").stat().st_size > 1000
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+
+    from derain_cli.weights import load_weights
+
+    loaded = load_weights(str(out / "G_B.safetensors"))
+    assert loaded.arch == "nlcl-resnet"
+    assert loaded.hparams["channels"] == 8 and loaded.hparams["blocks"] == 2
+    assert loaded.metadata["derain.trained_steps"] == "4"
+    assert loaded.metadata["derain.ema"] == "true"
+    # ...and the default command derains a photo with it.
+    photo, cleaned = tmp_path / "photo.png", tmp_path / "clean.png"
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.full((24, 20, 3), 128, np.uint8)).save(photo)
+    from derain_cli.cli.app import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(photo), "-o", str(cleaned), "--weights", str(out / "G_B.safetensors")])
+    assert exit_info.value.code in (0, None)
+    assert Image.open(cleaned).size == (20, 24)
+
+
+def test_resume_is_exact_and_reaches_the_step_count(data: Path, tmp_path: Path) -> None:
+    folders = scan_folders(data, min_rainy=2)
+    straight = train(tiny_config(steps=4, sample_every=0), folders, tmp_path / "a")
+    assert straight.step == 4
+    first = train(tiny_config(steps=2, sample_every=0), folders, tmp_path / "b")
+    assert first.step == 2
+    resumed = train(tiny_config(steps=4, sample_every=0), folders, tmp_path / "b", resume=True)
+    assert resumed.step == 4
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for key, tensor in a["models"].items():
+        torch.testing.assert_close(b["models"][key], tensor, rtol=0, atol=0, msg=key)
+    for key, tensor in a["ema"]["module"].items():
+        torch.testing.assert_close(b["ema"]["module"][key], tensor, rtol=0, atol=0, msg=key)
+    assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_one_step_trains_every_parameter_and_never_d_in_the_g_step(data: Path) -> None:
+    config = tiny_config()
+    objective = build_objective(config)
+    groups = objective.param_groups()
+    g_params, d_params = groups["generator"], groups["discriminator"]
+    ids_g, ids_d = {id(p) for p in g_params}, {id(p) for p in d_params}
+    trainable = {id(p) for p in objective.parameters() if p.requires_grad}
+    assert not ids_g & ids_d and ids_g | ids_d == trainable
+
+    g_opt = torch.optim.Adam(g_params, lr=1e-3)
+    d_opt = torch.optim.Adam(d_params, lr=1e-3)
+    d_grads_after_d_step: list[torch.Tensor] = []
+    original_step = d_opt.step
+
+    def recording_step(*args, **kwargs):  # type: ignore[no-untyped-def]
+        d_grads_after_d_step.extend(p.grad.clone() for p in d_params)
+        return original_step(*args, **kwargs)
+
+    d_opt.step = recording_step  # type: ignore[method-assign]
+    before = {name: p.detach().clone() for name, p in objective.named_parameters()}
+    o = torch.rand(2, 3, 32, 32) * 2 - 1
+    clean = torch.rand(2, 3, 32, 32) * 2 - 1
+    parts = StepParts(g_params=g_params, d_params=d_params, g_opt=g_opt, d_opt=d_opt)
+    terms = train_step(objective, o, clean, parts, generator=torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in terms.values())
+
+    params = dict(objective.named_parameters())
+    unchanged = [n for n in before if params[n].requires_grad and torch.equal(before[n], params[n])]
+    assert unchanged == []
+    # The generator step added nothing to D's gradients (still exactly the D step's).
+    assert len(d_grads_after_d_step) == len(d_params)
+    for grad, param in zip(d_grads_after_d_step, d_params, strict=True):
+        assert torch.equal(grad, param.grad)
+    assert all(p.requires_grad for p in d_params)  # D is unfrozen again after the G step
+
+
+@pytest.mark.parametrize("module", ["d", "g_b"])
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(
+    data: Path, tmp_path: Path, module: str
+) -> None:
+    """NaN in D shows up in the losses; NaN in G_B already breaks the patch search: both stop."""
+    folders = scan_folders(data, min_rainy=2)
+    out = tmp_path / "run"
+
+    def poison(step: int, objective: torch.nn.Module) -> None:
+        if step == 3:
+            with torch.no_grad():
+                next(getattr(objective, module).parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match="diverged by step 4.*step 2"):
+        train(tiny_config(steps=6, sample_every=0), folders, out, hooks=Hooks(after_step=poison))
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(t).all() for t in state["models"].values())
+    assert not (out / "G_B.safetensors").exists()
+    if module == "d":
+        events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert events[-1]["event"] == "diverged" and not math.isfinite(events[-1]["d_total"])
+
+
+def test_missing_clean_folder_exits_2(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    for file in (data / "clean").iterdir():
+        file.unlink()
+    (data / "clean").rmdir()
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "--clean" in result.output and "clean" in result.output
+
+
+def test_empty_dataset_and_existing_run_are_clear_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    (empty / "clean").mkdir(parents=True)
+    result = runner.invoke(app, ["train", str(empty), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "no readable rainy images" in result.output
+
+    run = tmp_path / "run2"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"x")
+    data = make_dataset(tmp_path / "data")
+    result = runner.invoke(app, ["train", str(data), "--out", str(run)])
+    assert result.exit_code == 2 and "--resume" in result.output
+
+
+def _start(data: Path, out: Path, config: Path, steps: int) -> subprocess.Popen[str]:
+    args = ["train", str(data), "--out", str(out), "--config", str(config)]
+    return subprocess.Popen(
+        derain_cmd(*args, "--steps", str(steps)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_completes(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = write_tiny_toml(tmp_path / "tiny.toml", sample_every=0, log_every=2)
+    process = _start(data, out, config, steps=40)
+    _wait_for(out / "checkpoint.pt", process)
+    process.kill()  # SIGKILL: no handler runs, a checkpoint write may be cut anywhere
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(out / "checkpoint.pt")["step"]  # loads: never a torn file
+    assert 2 <= killed_at < 40 and not (out / "G_B.safetensors").exists()
+
+    args = ["train", str(data), "--out", str(out), "--config", str(config), "--steps", "40"]
+    done = subprocess.run(
+        derain_cmd(*args, "--resume"), capture_output=True, text=True, env=subprocess_env()
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {out / 'checkpoint.pt'} at step" in done.stderr
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 40
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
+    assert steps == list(range(2, 41, 2))  # every logged step exactly once
+    assert not list(out.glob(".tmp-*"))
+    assert (out / "G_B.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_and_exits_cleanly(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = write_tiny_toml(tmp_path / "tiny.toml", sample_every=0, log_every=1)
+    process = _start(data, out, config, steps=400)
+    _wait_for(out / "checkpoint.pt", process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted at step" in stderr and "--resume" in stderr
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert 2 <= state["step"] < 400
+    assert read_metrics(out / "metrics.jsonl")[-1]["step"] == state["step"]
