@@ -1,0 +1,668 @@
+"""The derainer: device and precision choice, automatic tiling, InstanceNorm-exact tiles.
+
+``Derainer(weights)(rgb)`` maps an ``H x W x 3`` float32 image in [0, 1] to the derained image,
+running the generator once per image (or once per tile) in ``torch.inference_mode()``.
+
+Tiling and InstanceNorm. The authors' generator normalises every channel over the WHOLE image
+(InstanceNorm, ``affine=False``), so running it on tiles with per-tile statistics changes the
+result and shows seams. For such networks tiles are computed *layer-streamed*: the traced network
+is cut at every InstanceNorm that uses per-image statistics; each piece between two of them is
+local (convolutions, pads, activations, residual sums) with a small receptive radius (1-3 px for
+the authors' net). Pieces run tile by tile on the device, with a halo equal to that radius, and
+their outputs are kept at full resolution on the host while the exact whole-image per-channel
+sum and sum of squares of every InstanceNorm input are accumulated (float64). The next piece then
+normalises with these frozen whole-image statistics. The result equals the untiled output up to
+floating-point rounding; only tiles (and one mean/std vector per norm) ever reach the device.
+
+Networks without such a norm are tiled the classic way: overlapping tiles blended with cosine
+feathering (``tiling.py``). See ``docs/inference.md`` for the measured agreement.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from derain_cli.errors import UsageError
+from derain_cli.inference.tiling import Blender, Box, grid_tiles, plan_tiles, with_halo
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+
+#: Largest automatic tile on CPU: bigger tiles only grow the working set, they are not faster.
+CPU_MAX_TILE = 1024
+#: Smallest automatic tile: below this the halo and per-tile overhead dominate.
+MIN_AUTO_TILE = 128
+#: Live full-width activations at the peak of one forward step of a residual block (block input,
+#: padded copy, conv output, norm output) plus one for the allocator's slack.
+LIVE_ACTIVATIONS = 5
+#: Bytes per element assumed for every precision: measured peaks on an H200 were 653 B/px (fp32)
+#: and 455 B/px (bf16; norms and layout conversions keep float32 temporaries) for 32 channels.
+ESTIMATE_ITEMSIZE = 4
+#: Fraction of the free memory that automatic tiling plans to use.
+MEMORY_FRACTION = 0.5
+
+
+class HasModule(Protocol):
+    """What the derainer needs from ``derain_cli.weights.LoadedWeights``."""
+
+    module: nn.Module
+
+
+# --------------------------------------------------------------------------- device, dtype
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; a named device that is absent is a UsageError.
+
+    Never falls back silently: asking for ``cuda`` on a machine without it is an error.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            built = torch.backends.cuda.is_built()
+            why = "no CUDA GPU is visible" if built else "this PyTorch build has no CUDA support"
+            raise UsageError(f"--device cuda: {why}; use --device cpu or --device auto")
+        return torch.device("cuda")
+    if name == "mps":
+        if not _mps_available():
+            raise UsageError(
+                "--device mps: Apple Metal (MPS) is not available here; use --device cpu or auto"
+            )
+        return torch.device("mps")
+    raise UsageError(f"--device {name}: unknown device (choose from {', '.join(DEVICES)})")
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bf16 on CUDA, fp32 elsewhere; half precision on CPU is a UsageError."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if precision not in _DTYPES:
+        raise UsageError(
+            f"--precision {precision}: unknown precision (choose from {', '.join(PRECISIONS)})"
+        )
+    if device.type == "cpu" and precision != "fp32":
+        raise UsageError(
+            f"half precision ({precision}) is not supported on CPU; use --precision fp32"
+        )
+    if device.type == "mps" and precision == "bf16" and not _mps_bf16_ok():
+        raise UsageError("bf16 is not supported by this MPS device; use --precision fp16 or fp32")
+    return _DTYPES[precision]
+
+
+def _mps_bf16_ok() -> bool:
+    try:
+        torch.zeros(1, dtype=torch.bfloat16, device="mps")
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+def describe(device: torch.device, dtype: torch.dtype) -> str:
+    """``cuda (NVIDIA H100 80GB HBM3), bf16`` / ``cpu (2 threads), fp32``."""
+    if device.type == "cuda":
+        where = f"cuda ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":
+        where = f"cpu ({torch.get_num_threads()} threads)"
+    else:
+        where = device.type
+    return f"{where}, {_DTYPE_NAMES[dtype]}"
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def available_host_bytes() -> int:
+    """Memory the OS can give us now (``MemAvailable``), falling back to free physical pages."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 1024**3  # unknown platform: assume a modest 4 GiB
+
+
+def free_device_bytes(device: torch.device) -> int:
+    """Free memory on ``device`` (host RAM for the CPU)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        mps = torch.mps
+        return int(mps.recommended_max_memory() - mps.driver_allocated_memory())
+    return available_host_bytes()
+
+
+def bytes_per_pixel(module: nn.Module) -> int:
+    """Estimated peak activation bytes per image pixel of one forward pass of ``module``.
+
+    ``widest conv output channels x 4 B x LIVE_ACTIVATIONS``: the generators here keep full
+    resolution, so activations, not weights, fill the memory (32 x 4 x 5 = 640 B/px for the
+    authors' net; measured on CUDA: 653 B/px in fp32, 455 B/px in bf16).
+    """
+    widths = [m.out_channels for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return max(widths, default=3) * ESTIMATE_ITEMSIZE * LIVE_ACTIVATIONS
+
+
+def auto_tile(height: int, width: int, device: torch.device, per_pixel: int) -> int:
+    """Tile side for an image on ``device`` (0 = no tiling), from the memory free right now."""
+    budget = free_device_bytes(device) * MEMORY_FRACTION
+    side = max(MIN_AUTO_TILE, int(math.sqrt(budget / per_pixel)) // 64 * 64)
+    if device.type == "cpu":
+        side = min(side, CPU_MAX_TILE)
+        return 0 if height <= side and width <= side else side
+    return 0 if height * width * per_pixel <= budget else side
+
+
+# --------------------------------------------------------------------------- streaming plan
+
+
+class _Unsupported(Exception):
+    """The traced network contains an operation the layer streamer cannot tile exactly."""
+
+
+_POINTWISE_MODULES = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ReLU6,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Identity,
+    nn.Dropout,
+    nn.ZeroPad2d,
+    nn.ConstantPad2d,
+    nn.ReflectionPad2d,
+    nn.ReplicationPad2d,
+)
+_POINTWISE_FUNCTIONS = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.neg,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.tanh,
+    torch.sigmoid,
+    torch.relu,
+    torch.clamp,
+    F.relu,
+    F.leaky_relu,
+    F.gelu,
+    F.silu,
+    F.pad,
+}
+_POINTWISE_METHODS = {"add", "sub", "mul", "div", "clamp", "tanh", "sigmoid", "relu", "neg"}
+
+
+def _instance_norm_types() -> tuple[type[nn.Module], ...]:
+    return (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def needs_image_statistics(module: nn.Module) -> bool:
+    """True for a norm layer that normalises with statistics of the whole input image."""
+    if isinstance(module, _instance_norm_types()):
+        norm: Any = module
+        return not (norm.track_running_stats and not norm.training)
+    return isinstance(module, nn.GroupNorm | nn.LayerNorm | nn.LocalResponseNorm)
+
+
+def _own_radius(gm: fx.GraphModule, node: fx.Node) -> int:
+    """Receptive radius (pixels) that ``node`` adds on top of its inputs'."""
+    if node.op == "call_module":
+        module = gm.get_submodule(str(node.target))
+        if isinstance(module, nn.Conv2d):
+            if module.stride != (1, 1):
+                raise _Unsupported(f"strided convolution {node.target}")
+            dilation = module.dilation
+            kernel = module.kernel_size
+            return max(d * (k - 1) // 2 for d, k in zip(dilation, kernel, strict=True))
+        if isinstance(module, _POINTWISE_MODULES):
+            return 0
+        if isinstance(module, nn.BatchNorm2d) and not module.training:
+            return 0
+        if isinstance(module, _instance_norm_types()) and not needs_image_statistics(module):
+            return 0
+        raise _Unsupported(f"module {type(module).__name__} at {node.target}")
+    if node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS:
+        return 0
+    if node.op == "call_method" and node.target in _POINTWISE_METHODS:
+        return 0
+    raise _Unsupported(f"{node.op} {node.target}")
+
+
+@dataclass
+class Segment:
+    """One piece of the network between two image-statistics norms."""
+
+    nodes: list[fx.Node]  # executed in this order on every tile
+    inputs: list[fx.Node]  # full-resolution host tensors the piece reads
+    stores: list[fx.Node]  # outputs kept at full resolution on the host
+    target: fx.Node  # input of the next norm (or the network output)
+    halo: int  # receptive radius of the piece: context read around each tile
+    release: list[fx.Node]  # host tensors no longer needed after this piece
+    measured: list[fx.Node]  # stored outputs that feed a norm: whole-image stats gathered
+    mutated: set[fx.Node]  # inputs that an in-place layer would overwrite: always copied
+
+
+@dataclass
+class StreamPlan:
+    """The network cut at its image-statistics norms into locally computable segments."""
+
+    graph: fx.GraphModule
+    placeholder: fx.Node
+    segments: list[Segment]
+    norms: dict[fx.Node, nn.Module]  # norm node -> its module (eps, affine parameters)
+
+
+def build_stream_plan(module: nn.Module) -> StreamPlan:
+    """Trace ``module`` and cut it at every image-statistics norm.
+
+    Raises :class:`_Unsupported` for layouts the streamer cannot run exactly (strided or
+    resampling layers, global pooling, attention, several inputs or outputs).
+    """
+    try:
+        gm = fx.symbolic_trace(module)
+    except Exception as exc:  # tracing failures come in many types; the caller falls back
+        raise _Unsupported(f"cannot trace: {exc}") from exc
+    nodes = list(gm.graph.nodes)
+    order = {node: i for i, node in enumerate(nodes)}
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    outputs = [n for n in nodes if n.op == "output"]
+    if len(placeholders) != 1 or len(outputs) != 1 or not isinstance(outputs[0].args[0], fx.Node):
+        raise _Unsupported("network must map one tensor to one tensor")
+    if any(n.op == "get_attr" for n in nodes):
+        raise _Unsupported("network reads parameters outside modules")
+    norms: dict[fx.Node, nn.Module] = {}
+    for node in nodes:
+        if node.op == "call_module":
+            sub = gm.get_submodule(str(node.target))
+            if needs_image_statistics(sub):
+                if not isinstance(sub, nn.InstanceNorm2d):
+                    raise _Unsupported(f"{type(sub).__name__} at {node.target}")
+                norms[node] = sub
+    _check_shapes(gm, nodes, norms)
+
+    placeholder, result = placeholders[0], outputs[0].args[0]
+    assert isinstance(result, fx.Node)
+    norm_inputs = [_only_input(norm) for norm in norms]
+    targets = [*norm_inputs, result]
+    materialised = {placeholder}
+    computed: set[fx.Node] = {placeholder}
+    segments: list[Segment] = []
+    for target in targets:
+        if target in materialised:  # e.g. two norms reading the same tensor
+            continue
+        members: set[fx.Node] = set()
+        inputs: set[fx.Node] = set()
+        stack = [target]
+        while stack:
+            node = stack.pop()
+            if node in materialised:
+                inputs.add(node)
+            elif node not in members:
+                members.add(node)
+                stack.extend(node.all_input_nodes)
+        ordered = sorted(members, key=order.__getitem__)
+        radius: dict[fx.Node, int] = {}
+        for node in ordered:
+            inner = [radius[a] for a in node.all_input_nodes if a in members]
+            own = 0 if node in norms else _own_radius(gm, node)
+            radius[node] = max(inner, default=0) + own
+        stores = [
+            node
+            for node in ordered
+            if node is target or any(user not in members for user in node.users)
+        ]
+        computed |= members
+        materialised |= set(stores)
+        release = [
+            node
+            for node in sorted(materialised, key=order.__getitem__)
+            if node is not result and all(user in computed for user in node.users)
+        ]
+        materialised -= set(release)
+        segments.append(
+            Segment(
+                nodes=ordered,
+                inputs=sorted(inputs, key=order.__getitem__),
+                stores=stores,
+                target=target,
+                halo=max(radius[s] for s in stores),
+                release=release,
+                measured=[node for node in stores if node in norm_inputs],
+                mutated={node for node in inputs if _mutated_in_place(gm, node, members)},
+            )
+        )
+    return StreamPlan(graph=gm, placeholder=placeholder, segments=segments, norms=norms)
+
+
+def _mutated_in_place(gm: fx.GraphModule, node: fx.Node, members: set[fx.Node]) -> bool:
+    """Whether a layer of the segment may write into ``node``'s tensor (``ReLU(inplace=True)``)."""
+    for user in node.users:
+        if user not in members:
+            continue
+        if user.op == "call_module":
+            if getattr(gm.get_submodule(str(user.target)), "inplace", False):
+                return True
+        elif user.op == "call_method" and str(user.target).endswith("_"):
+            return True
+        elif user.kwargs.get("inplace", False):
+            return True
+    return False
+
+
+def _only_input(node: fx.Node) -> fx.Node:
+    if len(node.all_input_nodes) != 1 or node.kwargs:
+        raise _Unsupported(f"norm {node.target} must take exactly one tensor")
+    return node.all_input_nodes[0]
+
+
+def _check_shapes(gm: fx.GraphModule, nodes: list[fx.Node], norms: dict[fx.Node, Any]) -> None:
+    """Every tensor kept on the host or normalised must have the image's spatial size."""
+    side = 24
+    first = next((m for m in gm.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise _Unsupported("no convolution to infer the input channels from")
+    weight = first.weight
+    probe = torch.zeros(1, first.in_channels, side, side, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(probe)
+    for node in nodes:
+        if node.op in ("output",):
+            continue
+        meta = node.meta.get("tensor_meta")
+        shape = getattr(meta, "shape", None)
+        spatial_ok = shape is not None and len(shape) == 4 and tuple(shape[-2:]) == (side, side)
+        if not spatial_ok and not _is_pad(gm, node):
+            raise _Unsupported(f"{node.name} changes the spatial size ({shape})")
+
+
+def _is_pad(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Padding grows a tensor by a few pixels only for the convolution right after it."""
+    if node.op == "call_module":
+        return isinstance(
+            gm.get_submodule(str(node.target)),
+            nn.ZeroPad2d | nn.ConstantPad2d | nn.ReflectionPad2d | nn.ReplicationPad2d,
+        )
+    return node.op == "call_function" and node.target is F.pad
+
+
+# --------------------------------------------------------------------------- derainer
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """H x W x 3 float [0, 1] -> 1 x 3 x H x W float32 in [-1, 1] (the authors' convention)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
+    return tensor.permute(2, 0, 1).unsqueeze(0).mul(2.0).sub(1.0)
+
+
+def _to_image(tensor: torch.Tensor) -> np.ndarray:
+    """1 x 3 x H x W in [-1, 1] (any dtype/device) -> H x W x 3 float32 in [0, 1], clipped."""
+    out = tensor.float().add(1.0).mul(0.5).clamp_(0.0, 1.0)
+    return out[0].permute(1, 2, 0).cpu().numpy().astype(np.float32, copy=False)
+
+
+class Derainer:
+    """Runs a background generator G_B on images: ``Derainer(weights)(rgb) -> rgb``.
+
+    ``weights`` is a :class:`derain_cli.weights.LoadedWeights` (anything with ``.module``) or a
+    bare ``nn.Module``; the module is put in eval mode and moved to the device once (in place).
+    ``tile``: None picks a tile size from the free memory for each image (0 = no tiling when it
+    fits), 0 never tiles, N uses N x N tiles. ``overlap`` is the width of the feathered overlap
+    between tiles (at most a quarter of the tile) for networks without image-statistics norms;
+    InstanceNorm networks are tiled exactly (module docstring) and need no blending.
+
+    Calls are serialised by a lock, so one worker thread may run the model while others decode.
+    """
+
+    def __init__(
+        self,
+        weights: HasModule | nn.Module,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: int | None = None,
+        overlap: int = 32,
+    ) -> None:
+        module = weights if isinstance(weights, nn.Module) else getattr(weights, "module", None)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"expected LoadedWeights or nn.Module, got {type(weights).__name__}")
+        if tile is not None and tile < 0:
+            raise UsageError(f"--tile {tile}: must be 0 (off) or a positive number of pixels")
+        if overlap < 0:
+            raise UsageError(f"--overlap {overlap}: must be >= 0")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
+        self.tile = tile
+        self.overlap = overlap
+        self.arch: str = str(getattr(weights, "arch", type(module).__name__))
+        self.description = describe(self.device, self.dtype)
+        module.eval()
+        self.stream_plan: StreamPlan | None
+        self.unsupported_reason = ""
+        has_norms = any(needs_image_statistics(m) for m in module.modules())
+        try:
+            self.stream_plan = build_stream_plan(module) if has_norms else None
+        except _Unsupported as exc:
+            self.stream_plan, self.unsupported_reason = None, str(exc)
+        self.needs_statistics = has_norms
+        self.channels_last = self.device.type == "cuda"
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.module = module.to(device=self.device, dtype=self.dtype, memory_format=memory_format)
+        self.bytes_per_pixel = bytes_per_pixel(module)
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------- public
+
+    def tile_for(self, height: int, width: int) -> int:
+        """The tile side used for a ``height x width`` image (0 = the image runs in one piece)."""
+        if self.tile == 0:
+            return 0
+        if self.tile is not None:
+            return 0 if height <= self.tile and width <= self.tile else self.tile
+        side = auto_tile(height, width, self.device, self.bytes_per_pixel)
+        if side and self.needs_statistics and self.stream_plan is None:
+            return 0  # cannot tile this network exactly: run it whole and let memory decide
+        return side
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """Derain one ``H x W x 3`` float32 image in [0, 1]; returns the same shape in [0, 1]."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an H x W x 3 image, got shape {rgb.shape}")
+        height, width = rgb.shape[:2]
+        with self._lock, torch.inference_mode():
+            tile = self.tile_for(height, width)
+            if tile == 0:
+                return _to_image(self.module(self._device_tensor(_to_tensor(rgb))))
+            if self.needs_statistics:
+                return self._run_streamed(rgb, tile)
+            return self._run_feathered(rgb, tile)
+
+    # ----------------------------------------------------------------------- internals
+
+    def _device_tensor(self, host: torch.Tensor) -> torch.Tensor:
+        """Copy (never alias: in-place layers must not touch host tensors) to device and dtype."""
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return host.to(device=self.device, dtype=self.dtype, memory_format=memory_format, copy=True)
+
+    def _run_feathered(self, rgb: np.ndarray, tile: int) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        boxes = plan_tiles(height, width, tile, min(self.overlap, tile // 4))
+        blender = Blender(height, width, 3, boxes)
+        for box in boxes:
+            piece = self.module(self._device_tensor(_to_tensor(rgb[box.slices])))
+            blender.add(box, _to_image(piece))
+        return blender.result()
+
+    def _run_streamed(self, rgb: np.ndarray, tile: int) -> np.ndarray:
+        plan = self.stream_plan
+        if plan is None:
+            raise UsageError(
+                f"cannot tile architecture {self.arch!r} exactly ({self.unsupported_reason}); "
+                "use --tile 0"
+            )
+        height, width = rgb.shape[:2]
+        host: dict[fx.Node, torch.Tensor] = {plan.placeholder: _to_tensor(rgb).to(self.dtype)}
+        stats: dict[fx.Node, tuple[torch.Tensor, torch.Tensor]] = {}
+        cores = grid_tiles(height, width, tile)
+        spare: list[torch.Tensor] = []  # released host buffers, reused (pinning is costly)
+        for segment in plan.segments:
+            moments = {node: _Moments() for node in segment.measured}
+            for core in cores:
+                read = with_halo(core, segment.halo, height, width)
+                values = self._run_segment(plan, segment, host, stats, read)
+                inner = (
+                    slice(None),
+                    slice(None),
+                    slice(core.y0 - read.y0, core.y1 - read.y0),
+                    slice(core.x0 - read.x0, core.x1 - read.x0),
+                )
+                for node in segment.stores:
+                    kept = values[node][inner]
+                    if node not in host:
+                        host[node] = self._host_buffer((1, kept.shape[1], height, width), spare)
+                    host[node][(slice(None), slice(None), *core.slices)] = kept.to("cpu")
+                    if node in moments:
+                        moments[node].add(kept)
+            for norm_node, module in plan.norms.items():
+                source = _only_input(norm_node)
+                if source in moments:
+                    eps = float(module.eps)  # type: ignore[arg-type]
+                    stats[norm_node] = moments[source].frozen(eps, self.device)
+            for node in segment.release:
+                spare.append(host.pop(node))
+        return _to_image(host[plan.segments[-1].target])
+
+    def _host_buffer(
+        self, shape: tuple[int, int, int, int], spare: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """A full-resolution host tensor: a released one of the same shape, else a new one.
+
+        For CUDA it is page-locked (faster, asynchronous-capable copies) and channels-last like
+        the device tensors, so that a tile's rows are contiguous runs of pixels x channels.
+        """
+        for index, buffer in enumerate(spare):
+            if buffer.shape == shape and buffer.dtype == self.dtype:
+                return spare.pop(index)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return torch.empty(
+            shape,
+            dtype=self.dtype,
+            pin_memory=self.device.type == "cuda",
+            memory_format=memory_format,
+        )
+
+    def _run_segment(
+        self,
+        plan: StreamPlan,
+        segment: Segment,
+        host: dict[fx.Node, torch.Tensor],
+        stats: dict[fx.Node, tuple[torch.Tensor, torch.Tensor]],
+        read: Box,
+    ) -> dict[fx.Node, torch.Tensor]:
+        """Evaluate one segment on the ``read`` box; frozen whole-image stats for the norms."""
+        env: dict[fx.Node, torch.Tensor] = {}
+        for node in segment.inputs:
+            crop = host[node][(slice(None), slice(None), *read.slices)]
+            # On the CPU a view suffices unless an in-place layer would write through it.
+            view_ok = self.device.type == "cpu" and node not in segment.mutated
+            env[node] = crop if view_ok else self._device_tensor(crop)
+        for node in segment.nodes:
+            if node in plan.norms:
+                env[node] = _frozen_norm(env[_only_input(node)], *stats[node], plan.norms[node])
+                continue
+            args = fx.node.map_arg(node.args, env.__getitem__)
+            kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+            if node.op == "call_module":
+                env[node] = plan.graph.get_submodule(str(node.target))(*args, **kwargs)
+            elif node.op == "call_function":
+                env[node] = node.target(*args, **kwargs)  # type: ignore[operator]
+            else:
+                env[node] = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+        return env
+
+
+class _Moments:
+    """Exact per-channel mean and variance of a tensor seen tile by tile.
+
+    Each tile contributes its own mean and centred sum of squares (float32 on the device, no
+    cancellation), merged in float64 on the host with Chan et al.'s pairwise update.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = torch.zeros(0, dtype=torch.float64)
+        self.m2 = torch.zeros(0, dtype=torch.float64)
+
+    def add(self, values: torch.Tensor) -> None:
+        x = values.float()
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        mean = x.mean(dim=(0, 2, 3))
+        m2 = (x - mean.view(1, -1, 1, 1)).square().sum(dim=(0, 2, 3))
+        mean64, m264 = mean.double().cpu(), m2.double().cpu()
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean64, m264
+            return
+        total = self.count + n
+        delta = mean64 - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m264 + delta.square() * (self.count * n / total)
+        self.count = total
+
+    def frozen(self, eps: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, 1 / sqrt(var + eps)) as float32 ``1 x C x 1 x 1`` tensors on ``device``."""
+        var = self.m2 / self.count  # biased, like InstanceNorm
+        rstd = (var + eps).rsqrt()
+        shape = (1, -1, 1, 1)
+        return (
+            self.mean.float().view(shape).to(device),
+            rstd.float().view(shape).to(device),
+        )
+
+
+def _frozen_norm(
+    x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, module: nn.Module
+) -> torch.Tensor:
+    """InstanceNorm with given whole-image statistics (computed in float32)."""
+    y = (x.float() - mean) * rstd
+    norm: Any = module
+    if norm.affine:
+        y = y * norm.weight.float().view(1, -1, 1, 1) + norm.bias.float().view(1, -1, 1, 1)
+    return y.to(x.dtype)

@@ -1,0 +1,318 @@
+"""The derainer: devices, precisions, tiled == untiled (InstanceNorm too), the authors' output."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from derain_cli.errors import UsageError
+from derain_cli.inference import engine
+from derain_cli.inference.engine import Derainer, auto_tile, resolve_device, resolve_dtype
+from derain_cli.inference.tiling import grid_tiles, plan_tiles
+from derain_cli.nets.generator import NLCLGenerator
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    diff = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    mse = float(diff[mask].mean() if mask is not None else diff.mean())
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def border_band(height: int, width: int, cuts_y: set[int], cuts_x: set[int], band: int = 3):
+    """Mask of the pixels within ``band`` of an internal tile boundary."""
+    mask = np.zeros((height, width), dtype=bool)
+    for y in cuts_y - {0, height}:
+        mask[max(y - band, 0) : y + band] = True
+    for x in cuts_x - {0, width}:
+        mask[:, max(x - band, 0) : x + band] = True
+    return mask
+
+
+def grid_band(height: int, width: int, tile: int) -> np.ndarray:
+    boxes = grid_tiles(height, width, tile)
+    return border_band(
+        height, width, {b.y0 for b in boxes} | {b.y1 for b in boxes}, {b.x0 for b in boxes}
+    )
+
+
+def synthetic_rain(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth gradient scene with bright diagonal streaks and noise: varied statistics."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    scene = np.stack([xx / width, yy / height, 0.5 + 0.3 * np.sin(xx / 9.0)], axis=-1)
+    streaks = ((xx + 2 * yy).astype(int) % 17 < 2) * 0.4
+    image = scene * 0.7 + streaks[..., None] + rng.normal(0, 0.03, scene.shape)
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+def small_generator() -> NLCLGenerator:
+    torch.manual_seed(0)
+    return NLCLGenerator(channels=8, blocks=3)
+
+
+# --------------------------------------------------------------------------- device, dtype
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_absent_cuda_is_an_error_not_a_fallback() -> None:
+    with pytest.raises(UsageError, match="--device cuda"):
+        resolve_device("cuda")
+    with pytest.raises(UsageError, match="--device cuda"):
+        Derainer(small_generator(), device="cuda")
+
+
+def test_absent_mps_and_unknown_devices_are_errors() -> None:
+    if not engine._mps_available():
+        with pytest.raises(UsageError, match="mps"):
+            resolve_device("mps")
+    with pytest.raises(UsageError, match="unknown device"):
+        resolve_device("tpu")
+
+
+def test_auto_device_order() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "mps" if engine._mps_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_precision_rules() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_dtype("auto", cpu) is torch.float32
+    assert resolve_dtype("auto", cuda) is torch.bfloat16
+    assert resolve_dtype("fp16", cuda) is torch.float16
+    assert resolve_dtype("fp32", cpu) is torch.float32
+    for half in ("fp16", "bf16"):
+        with pytest.raises(UsageError, match=rf"half precision \({half}\) is not supported on CPU"):
+            resolve_dtype(half, cpu)
+    with pytest.raises(UsageError, match="unknown precision"):
+        resolve_dtype("fp8", cpu)
+
+
+def test_bad_tile_options_are_usage_errors() -> None:
+    with pytest.raises(UsageError):
+        Derainer(small_generator(), device="cpu", tile=-1)
+    with pytest.raises(UsageError):
+        Derainer(small_generator(), device="cpu", tile=40, overlap=-1)
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def test_accepts_loaded_weights_and_bare_modules() -> None:
+    image = synthetic_rain(24, 20)
+    bare = Derainer(small_generator(), device="cpu", tile=0)
+    wrapped = Derainer(SimpleNamespace(module=small_generator(), arch="nlcl-resnet"), device="cpu")
+    assert wrapped.arch == "nlcl-resnet"
+    assert wrapped.description.startswith("cpu") and wrapped.description.endswith("fp32")
+    out = bare(image)
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    np.testing.assert_array_equal(out, wrapped(image))
+    with pytest.raises(TypeError):
+        Derainer(SimpleNamespace(other=1))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="H x W x 3"):
+        bare(image[..., 0])
+
+
+def test_uses_the_authors_value_convention() -> None:
+    """[0, 1] in -> [-1, 1] to the network -> [0, 1] out, clipped."""
+
+    class Affine(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2.0  # doubles the distance from mid-grey, so it must clip
+
+    image = np.linspace(0, 1, 16 * 16 * 3, dtype=np.float32).reshape(16, 16, 3)
+    out = Derainer(Affine(), device="cpu", tile=0)(image)
+    expected = np.clip(image * 2.0 - 0.5, 0.0, 1.0)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def test_instance_norm_network_tiles_exactly() -> None:
+    """Whole-image statistics make tiles agree with the untiled run, seams included."""
+    generator = small_generator()
+    image = synthetic_rain(80, 96)
+    whole = Derainer(generator, device="cpu", tile=0)(image)
+    tiled_engine = Derainer(generator, device="cpu", tile=32)
+    assert tiled_engine.needs_statistics and tiled_engine.stream_plan is not None
+    tiled = tiled_engine(image)
+    band = grid_band(80, 96, 32)
+    assert band.sum() > 1000
+    assert psnr(tiled, whole) >= 35.0
+    assert psnr(tiled, whole, band) >= 35.0
+    assert np.abs(tiled - whole).max() < 1e-4  # in fact equal up to rounding
+
+
+def test_per_tile_statistics_would_show_seams() -> None:
+    """The problem solved above is real: naive tiles with their own InstanceNorm stats differ."""
+    generator = small_generator().eval()
+    image = synthetic_rain(80, 96)
+    whole = Derainer(generator, device="cpu", tile=0)(image)
+    naive = np.zeros_like(whole)
+    with torch.inference_mode():
+        for box in grid_tiles(80, 96, 32):  # one tile per pixel, per-tile statistics
+            tile = torch.from_numpy(image[box.slices]).permute(2, 0, 1)[None] * 2 - 1
+            out = (generator(tile)[0].permute(1, 2, 0).numpy() + 1) / 2
+            naive[box.slices] = np.clip(out, 0, 1)
+    assert psnr(naive, whole) < 35.0
+
+
+def test_stream_plan_of_the_authors_layout() -> None:
+    plan = Derainer(NLCLGenerator(), device="cpu", tile=64).stream_plan
+    assert plan is not None
+    assert len(plan.norms) == 2 * 16 + 1
+    assert len(plan.segments) == len(plan.norms) + 1
+    # Receptive radius between two norms: gen.0 + the first block conv (2), one conv inside the
+    # body (1), the tail's second conv + the last conv (2).
+    assert [s.halo for s in plan.segments] == [2] + [1] * 32 + [2]
+
+
+def test_network_without_norms_uses_feathered_tiles() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+    image = synthetic_rain(70, 90)
+    whole = Derainer(net, device="cpu", tile=0)(image)
+    tiled_engine = Derainer(net, device="cpu", tile=32, overlap=8)
+    assert not tiled_engine.needs_statistics
+    tiled = tiled_engine(image)
+    boxes = plan_tiles(70, 90, 32, 8)
+    band = border_band(70, 90, {b.y0 for b in boxes}, {b.x0 for b in boxes} | {b.x1 for b in boxes})
+    assert psnr(tiled, whole, band) >= 35.0
+    # A quarter of the overlap (2 px) covers the receptive radius (2 px): exact merge.
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_untraceable_instance_norm_network_runs_whole_or_refuses_tiles() -> None:
+    class Global(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.norm = nn.InstanceNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.conv(x)) + x.mean()  # a global mean: cannot be streamed
+
+    image = synthetic_rain(40, 40)
+    auto = Derainer(Global(), device="cpu")
+    assert auto.stream_plan is None and auto.tile_for(5000, 5000) == 0
+    with pytest.raises(UsageError, match="--tile 0"):
+        Derainer(Global(), device="cpu", tile=16)(image)
+
+
+def test_images_smaller_than_the_tile_are_not_tiled() -> None:
+    derainer = Derainer(small_generator(), device="cpu", tile=64)
+    assert derainer.tile_for(64, 40) == 0
+    assert derainer.tile_for(65, 40) == 64
+
+
+def test_auto_tile_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert auto_tile(4000, 3000, cpu, 640) == engine.CPU_MAX_TILE  # plenty of RAM: capped
+    assert auto_tile(800, 600, cpu, 640) == 0
+    monkeypatch.setattr(engine, "free_device_bytes", lambda device: 200 * 200 * 640 * 2)
+    assert auto_tile(800, 600, cpu, 640) == 192  # sqrt(half the memory / 640) floored to 64
+    generator = small_generator()
+    image = synthetic_rain(140, 150)
+    derainer = Derainer(generator, device="cpu")
+    monkeypatch.setattr(engine, "free_device_bytes", lambda device: 64 * 64 * 2 * 8 * 4 * 5)
+    assert derainer.tile_for(140, 150) == engine.MIN_AUTO_TILE
+    whole = Derainer(generator, device="cpu", tile=0)(image)
+    np.testing.assert_allclose(derainer(image), whole, atol=1e-4)
+
+
+def test_calls_from_several_threads_match_sequential_calls() -> None:
+    derainer = Derainer(small_generator(), device="cpu", tile=24)
+    images = [synthetic_rain(40, 56, seed) for seed in range(4)]
+    expected = [derainer(image) for image in images]
+    results: dict[int, np.ndarray] = {}
+
+    def work(index: int) -> None:
+        results[index] = derainer(images[index])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, image in enumerate(expected):
+        np.testing.assert_array_equal(results[index], image)
+
+
+# --------------------------------------------------------------------------- authors' checkpoint
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _authors_generator(reference: Path) -> NLCLGenerator:
+    generator = NLCLGenerator()
+    state = torch.load(reference / "nlcl-realrain-G_B.pth", map_location="cpu", weights_only=True)
+    generator.load_state_dict(state, strict=True)
+    return generator
+
+
+def test_authors_checkpoint_tiled_equals_untiled(reference: Path) -> None:
+    image = _load_rgb(reference / "realrain-Eg1-input.png")[:192, :256]
+    generator = _authors_generator(reference)
+    whole = Derainer(generator, device="cpu", tile=0)(image)
+    tiled = Derainer(generator, device="cpu", tile=96, overlap=32)(image)
+    assert psnr(tiled, whole) >= 35.0
+    assert psnr(tiled, whole, grid_band(192, 256, 96)) >= 35.0
+
+
+@pytest.mark.slow
+def test_authors_checkpoint_reproduces_the_authors_output(reference: Path) -> None:
+    image = _load_rgb(reference / "realrain-Eg1-input.png")
+    expected = _load_rgb(reference / "realrain-Eg1-authors-output.png")
+    assert image.shape == (512, 1024, 3)
+    out = Derainer(_authors_generator(reference), device="cpu", tile=0)(image)
+    assert psnr(np.round(out * 255.0) / 255.0, expected) >= 45.0
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_bf16_matches_cpu_fp32_and_tiles_exactly() -> None:
+    generator = NLCLGenerator()
+    image = synthetic_rain(256, 320)
+    cpu = Derainer(generator, device="cpu", tile=0)(image)
+    cuda = Derainer(NLCLGenerator(), device="cuda", tile=0)
+    cuda.module.load_state_dict(generator.state_dict())
+    assert cuda.dtype is torch.bfloat16 and "cuda (" in cuda.description
+    whole = cuda(image)
+    cuda.tile = 96
+    tiled = cuda(image)
+    assert psnr(whole, cpu) >= 30.0  # random weights amplify bf16 rounding; trained are closer
+    assert psnr(tiled, whole, grid_band(256, 320, 96)) >= 35.0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_tiles_use_less_device_memory() -> None:
+    generator = NLCLGenerator()
+    image = synthetic_rain(1024, 1024)
+    derainer = Derainer(generator, device="cuda", precision="fp32", tile=0)
+    torch.cuda.reset_peak_memory_stats()
+    whole = derainer(image)
+    untiled_peak = torch.cuda.max_memory_allocated()
+    derainer.tile = 256
+    torch.cuda.reset_peak_memory_stats()
+    tiled = derainer(image)
+    tiled_peak = torch.cuda.max_memory_allocated()
+    assert tiled_peak < untiled_peak / 4
+    assert psnr(tiled, whole) >= 50.0
