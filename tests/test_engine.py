@@ -316,3 +316,15 @@ def test_cuda_tiles_use_less_device_memory() -> None:
     tiled_peak = torch.cuda.max_memory_allocated()
     assert tiled_peak < untiled_peak / 4
     assert psnr(tiled, whole) >= 50.0
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (7, 2), (3, 40)])
+def test_tiny_images_are_padded_not_refused(shape: tuple[int, int]) -> None:
+    """InstanceNorm cannot normalise one pixel: tiny images run on an edge-padded canvas."""
+    derainer = Derainer(NLCLGenerator(channels=8, blocks=1), device="cpu")
+    rgb = np.random.default_rng(0).random((*shape, 3), dtype=np.float32)
+    out = derainer(rgb)
+    assert out.shape == rgb.shape and np.isfinite(out).all()
+    side = engine.MIN_SIDE
+    canvas = np.pad(rgb, ((0, max(0, side - shape[0])), (0, max(0, side - shape[1])), (0, 0)), "edge")
+    np.testing.assert_allclose(out, derainer(canvas)[: shape[0], : shape[1]], atol=1e-6)

@@ -427,6 +427,10 @@ def _is_pad(gm: fx.GraphModule, node: fx.Node) -> bool:
 # --------------------------------------------------------------------------- derainer
 
 
+#: Images narrower or shorter than this are edge-padded to it before the network runs.
+MIN_SIDE = 8
+
+
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """H x W x 3 float [0, 1] -> 1 x 3 x H x W float32 in [-1, 1] (the authors' convention)."""
     tensor = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
@@ -507,6 +511,15 @@ class Derainer:
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 image, got shape {rgb.shape}")
         height, width = rgb.shape[:2]
+        if height < MIN_SIDE or width < MIN_SIDE:
+            # InstanceNorm needs more than one pixel and 3x3 convs see mostly padding on tiny
+            # inputs: run on an edge-replicated canvas of MIN_SIDE and crop the result back.
+            padded = np.pad(
+                rgb,
+                ((0, max(0, MIN_SIDE - height)), (0, max(0, MIN_SIDE - width)), (0, 0)),
+                mode="edge",
+            )
+            return self(padded)[:height, :width]
         with self._lock, torch.inference_mode():
             tile = self.tile_for(height, width)
             if tile == 0:
