@@ -326,5 +326,7 @@ def test_tiny_images_are_padded_not_refused(shape: tuple[int, int]) -> None:
     out = derainer(rgb)
     assert out.shape == rgb.shape and np.isfinite(out).all()
     side = engine.MIN_SIDE
-    canvas = np.pad(rgb, ((0, max(0, side - shape[0])), (0, max(0, side - shape[1])), (0, 0)), "edge")
+    canvas = np.pad(
+        rgb, ((0, max(0, side - shape[0])), (0, max(0, side - shape[1])), (0, 0)), "edge"
+    )
     np.testing.assert_allclose(out, derainer(canvas)[: shape[0], : shape[1]], atol=1e-6)
