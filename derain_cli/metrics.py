@@ -191,7 +191,9 @@ def _aggd(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit an asymmetric generalised Gaussian to each row of ``values`` (moment matching).
 
     Returns (alpha, beta_left, beta_right) per row. Rows without negative (or positive) values
-    give NaN, and the caller drops them, as the MATLAB code's ``nanmean``/``nancov`` do.
+    (flat or clipped blocks) have no ratio to match: MATLAB's ``min`` over all-NaN differences
+    then returns the first grid position, so alpha is 0.2 (kept, it enters ``nanmean``) while the
+    betas are NaN (the caller's ``nanmean``/``nancov`` skip them), exactly as the MATLAB code does.
     """
     neg, pos = values < 0, values > 0
     sq = values * values
@@ -208,7 +210,7 @@ def _aggd(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     hi = np.clip(np.searchsorted(_R_GAMMA, target), 1, len(_R_GAMMA) - 1)
     lo = hi - 1
     pick = np.where((_R_GAMMA[lo] - target) ** 2 <= (_R_GAMMA[hi] - target) ** 2, lo, hi)
-    alpha = np.where(valid, _GAMMAS[pick], np.nan)
+    alpha = np.where(valid, _GAMMAS[pick], _GAMMAS[0])
     with np.errstate(invalid="ignore"):
         ratio = np.sqrt(gamma_fn(1 / alpha) / gamma_fn(3 / alpha))
     return alpha, left_std * ratio, right_std * ratio

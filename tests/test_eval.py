@@ -98,7 +98,7 @@ def test_cli_rows_json_csv_grid_and_save_dir(tmp_path: Path, tiny_weights: Path)
         "--weights", tiny_weights, "--json", "--csv", out / "m.csv", "--save-dir", out / "saved",
         "--grid", out / "grid.png", "--no-niqe", "--device", "cpu", "-q",
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # 3 stems not scored; the rest is reported
     doc = json.loads(result.stdout)
     assert doc["methods"] == ["input", "tiny", "tiny#2"]
     assert doc["space"] == "y"
@@ -123,7 +123,7 @@ def test_cli_rows_json_csv_grid_and_save_dir(tmp_path: Path, tiny_weights: Path)
 def test_cli_table_lists_problems_on_stderr(tmp_path: Path) -> None:
     rainy, clean = _folders(tmp_path)
     result = _invoke("eval", "--rainy", rainy, "--clean", clean, "--no-niqe", "--per-image")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "3 image(s) not scored" in result.stderr
     assert "only-clean" in result.stderr and "storm" in result.stderr
     assert result.stdout == ""
@@ -138,6 +138,24 @@ def test_cli_pred_folder_and_rgb(tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["methods"] == ["clean"] and doc["space"] == "rgb"
     assert all(r["psnr"] is None and r["ssim"] == pytest.approx(1.0) for r in doc["images"])
+
+
+def test_cli_rainy_and_pred_named_input(tmp_path: Path) -> None:
+    """A --pred folder called "input" gets its own row; it is not taken for the rainy input."""
+    rainy, clean = _folders(tmp_path)
+    for name in ("only-rainy.png", "only-clean.png", "small-x.png"):
+        (rainy / name).unlink(missing_ok=True)
+        (clean / name).unlink(missing_ok=True)
+    pred = tmp_path / "input"
+    for path in clean.iterdir():
+        _write(pred / f"{path.stem}.png", np.asarray(Image.open(path)))
+    args = ["--rainy", rainy, "--pred", pred, "--clean", clean, "--no-niqe", "--json", "-q"]
+    result = _invoke("eval", *args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["methods"] == ["input", "input#2"] and not doc["problems"]
+    means = {s["method"]: s for s in doc["summary"] if s["set"] == "all"}
+    assert means["input"]["psnr"] < 40 and means["input#2"]["ssim"] > 0.99
 
 
 def test_cli_niqe_only_without_clean(tmp_path: Path) -> None:

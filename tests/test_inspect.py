@@ -87,6 +87,24 @@ def test_large_images_are_searched_downscaled_with_original_coordinates() -> Non
         assert 0 <= m["x"] <= 400 - 32 and 0 <= m["y"] <= 600 - 32
 
 
+def test_exact_repeats_found_on_a_downscaled_search_in_original_pixels() -> None:
+    """Long side 192 searched at 96 (scale 0.5): a 32-px patch repeated on the 16-px original
+    grid comes back as the nearest matches at distance 0, at its original coordinates."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (192, 160, 3), dtype=np.uint8)
+    repeats = [(32, 16), (96, 128), (0, 80)]
+    patch = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for x, y in repeats:
+        img[y : y + 32, x : x + 32] = patch
+    doc = ins.inspect_image(_as_float(img), at=[repeats[0]], k=3, max_side=96).to_dict()
+    assert (doc["scale"], doc["patch"], doc["search_patch"]) == (0.5, 32, 16)
+    (q,) = doc["queries"]
+    assert (q["x"], q["y"]) == repeats[0]
+    assert {(m["x"], m["y"]) for m in q["nearest"][:2]} == set(repeats[1:])
+    assert [m["distance"] for m in q["nearest"][:2]] == [0.0, 0.0]
+    assert q["nearest"][2]["distance"] > 1.0
+
+
 def _write_png(path: Path, img: np.ndarray) -> Path:
     Image.fromarray(img).save(path)
     return path

@@ -5,6 +5,9 @@ Forms:
   derain eval --pred DIR --clean DIR                      score existing results
   derain eval --rainy DIR [--weights W ...]               no ground truth: NIQE only
 
+Exit codes: 0 every paired image scored, 1 some images not scored (listed; the rest is still
+reported), 2 bad usage or weights that cannot be loaded.
+
 The library (:mod:`derain_cli.evaluate`) pairs, runs and aggregates; this module wires options,
 draws the rich table and the progress bar on stderr, and writes ``--json`` (stdout) / ``--csv``.
 Metric conventions are in ``docs/evaluation.md``.
@@ -121,6 +124,8 @@ def command(
             err_console.print(f"grid: {grid}")
         if as_json:
             sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    if report.problems:
+        raise typer.Exit(1)  # like `derain run`: results written, but some images not scored
 
 
 def _methods(
@@ -130,7 +135,9 @@ def _methods(
     from derain_cli.evaluate import Method, unique_labels, weights_label
 
     if pred is not None:
-        return [Method(label=pred.name or str(pred), description=str(pred))]
+        # Never "input": that label means "score the rainy image" when --rainy is also given.
+        (label,) = unique_labels([pred.name or str(pred)])
+        return [Method(label=label, description=str(pred))]
     if not weights:
         return []
     from derain_cli.inference.engine import Derainer
