@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from derain_cli.atomic import atomic_write_bytes
 
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -36,20 +36,6 @@ def read_sidecar(path: Path | str) -> str | None:
         return parse_sidecar(sidecar_path(path).read_text(encoding="utf-8", errors="replace"))
     except OSError:
         return None
-
-
-def atomic_write_bytes(dest: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in ``dest``'s folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_sidecar(path: Path | str, sha256: str) -> Path:

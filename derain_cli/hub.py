@@ -12,12 +12,12 @@ names the cached blob). A mismatch deletes the cached copy, so a bad download is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import platformdirs
 
 from derain_cli.checksums import parse_sidecar, sha256_file
 from derain_cli.errors import WeightsError
@@ -61,6 +61,8 @@ def parse_hf_spec(spec: str) -> HubRef:
 
 def derain_home() -> Path:
     """``$DERAIN_HOME``, or the per-user cache folder from platformdirs."""
+    import platformdirs
+
     home = os.environ.get("DERAIN_HOME")
     return Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("derain"))
 
@@ -84,6 +86,31 @@ def offline() -> bool:
 def endpoint() -> str | None:
     value = os.environ.get("HF_ENDPOINT")
     return value.rstrip("/") if value else None
+
+
+@contextlib.contextmanager
+def download_progress(enabled: bool) -> Iterator[None]:
+    """Show (or, for ``--quiet``, hide) ``huggingface_hub``'s download bars inside the block.
+
+    The client prints its own tqdm bars on stderr; ``--quiet`` must silence them too. The
+    previous global state is restored afterwards.
+    """
+    if enabled:
+        yield
+        return
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
 def cached_file(ref: HubRef) -> Path | None:

@@ -28,7 +28,6 @@ import contextlib
 import io
 import os
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
@@ -40,6 +39,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from derain_cli import atomic
 from derain_cli.errors import ImageError, UsageError
 
 #: Largest image read by default, in megapixels (width * height / 1e6); ``--max-megapixels``.
@@ -450,7 +450,7 @@ def _exif_bytes(im: Image.Image, exif_obj: Image.Exif) -> bytes | None:
         raw = raw.tobytes()
     body = raw[len(_EXIF_HEADER) :] if raw.startswith(_EXIF_HEADER) else raw
     try:
-        return _EXIF_HEADER + _set_orientation_1(body)
+        return _EXIF_HEADER + _drop_thumbnail(_set_orientation_1(body))
     except (struct.error, ValueError):
         return None  # unreadable EXIF is dropped rather than copied broken
 
@@ -468,6 +468,43 @@ def _set_orientation_1(tiff: bytes) -> bytes:
         tag, kind, n = struct.unpack_from(order + "HHI", buffer, offset)
         if tag == _ORIENTATION_TAG and kind == 3 and n == 1:
             struct.pack_into(order + "H", buffer, offset + 8, 1)
+    return bytes(buffer)
+
+
+def _drop_thumbnail(tiff: bytes) -> bytes:
+    """Unlink IFD1, the embedded preview: it shows the rainy input in the stored orientation.
+
+    Viewers would show that stale (and, once the pixels are rotated, wrongly turned) preview.
+    Every other byte keeps its offset; a thumbnail at the end of the block is cut off, one in the
+    middle is blanked with zeros.
+    """
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        raise ValueError("not TIFF-structured EXIF")
+    buffer = bytearray(tiff)
+    (ifd0,) = struct.unpack_from(order + "I", buffer, 4)
+    (count,) = struct.unpack_from(order + "H", buffer, ifd0)
+    link = ifd0 + 2 + 12 * count
+    (ifd1,) = struct.unpack_from(order + "I", buffer, link)
+    if ifd1 == 0:
+        return tiff
+    struct.pack_into(order + "I", buffer, link, 0)
+    start = length = 0
+    with contextlib.suppress(struct.error):
+        (entries,) = struct.unpack_from(order + "H", buffer, ifd1)
+        for index in range(entries):
+            offset = ifd1 + 2 + 12 * index
+            tag, kind, _n = struct.unpack_from(order + "HHI", buffer, offset)
+            value_format = order + ("H" if kind == 3 else "I")
+            if tag in (0x0201, 0x0202):
+                (value,) = struct.unpack_from(value_format, buffer, offset + 8)
+                start, length = (value, length) if tag == 0x0201 else (start, value)
+    end = start + length
+    if length and 0 < start and end <= len(buffer):
+        if end == len(buffer):
+            del buffer[start:]
+        else:
+            buffer[start:end] = bytes(length)
     return bytes(buffer)
 
 
@@ -644,60 +681,11 @@ def write_image(
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The temporary file sits in the same folder (same file system, so ``os.replace`` is atomic)
-    and is named ``.NAME.XXXX.tmp`` so globs for images do not pick it up.
-    """
+    """Write ``data`` to ``path`` atomically (:mod:`derain_cli.atomic`); failures are ImageError."""
     path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
+    if not path.parent.is_dir():
         raise ImageError(path, "output folder does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, _new_file_mode(path))
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError):
-            raise ImageError(path, f"cannot write: {exc.strerror or exc}") from None
-        raise
-    _fsync_folder(folder)
-
-
-def _new_file_mode(path: Path) -> int:
-    """Keep an existing file's permissions; new files get 0o666 minus the umask, like open()."""
-    with contextlib.suppress(OSError):
-        return path.stat().st_mode & 0o7777
-    return 0o666 & ~_umask()
-
-
-_UMASK: int | None = None
-_UMASK_LOCK = threading.Lock()
-
-
-def _umask() -> int:
-    global _UMASK
-    if _UMASK is None:
-        with _UMASK_LOCK:  # os.umask can only be read by setting it
-            current = os.umask(0o022)
-            os.umask(current)
-            _UMASK = current
-    return _UMASK
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the platform allows it (not on Windows)."""
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic.atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise ImageError(path, f"cannot write: {exc.strerror or exc}") from None

@@ -30,7 +30,7 @@ from torch import nn
 from derain_cli import __version__
 from derain_cli.checksums import atomic_write_bytes, read_sidecar, sha256_file, write_sidecar
 from derain_cli.errors import WeightsError
-from derain_cli.hub import HF_SCHEME, HubRef, fetch, parse_hf_spec
+from derain_cli.hub import HF_SCHEME, fetch, parse_hf_spec
 from derain_cli.nets.registry import build_generator
 from derain_cli.weights_registry import DEFAULT_ALIAS, WeightsEntry, load_registry
 
@@ -90,8 +90,7 @@ def fetch_entry(entry: WeightsEntry) -> tuple[Path, str]:
         return entry.file, _checked_sha256(entry.file, entry.sha256, "the registry")
     if entry.hub is None:
         raise WeightsError(f"{entry.name}: bundled file {entry.file} is missing (reinstall derain)")
-    ref = HubRef(entry.hub.repo_id, entry.hub.revision, entry.hub.filename)
-    return fetch(ref, sha256=entry.sha256)
+    return fetch(entry.hub, sha256=entry.sha256)
 
 
 def _load_entry(entry: WeightsEntry) -> LoadedWeights:

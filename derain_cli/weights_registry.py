@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from derain_cli.errors import WeightsError
+from derain_cli.hub import HubRef
 
 DISTRIBUTION = "derain"
 REGISTRY_NAME = "registry.json"
@@ -41,19 +42,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
-class HubSource:
-    """A file in a Hub repo at a pinned commit."""
-
-    repo_id: str
-    revision: str
-    filename: str
-
-    @property
-    def spec(self) -> str:
-        return f"hf://{self.repo_id}@{self.revision}/{self.filename}"
-
-
-@dataclass(frozen=True)
 class WeightsEntry:
     """One named weights file: bundled in ``weights/``, on the Hub, or both."""
 
@@ -62,7 +50,7 @@ class WeightsEntry:
     sha256: str
     description: str = ""
     file: Path | None = None
-    hub: HubSource | None = None
+    hub: HubRef | None = None
 
 
 @dataclass(frozen=True)
@@ -187,7 +175,7 @@ def _parse_entry(path: Path, name: str, value: Any) -> WeightsEntry:
         if Path(relative).name != relative:
             raise bad("file must be a plain file name inside the registry's folder")
         file = path.parent / relative
-    hub: HubSource | None = None
+    hub: HubRef | None = None
     if value.get("hub") is not None:
         spec = value["hub"]
         if not isinstance(spec, dict):
@@ -198,7 +186,7 @@ def _parse_entry(path: Path, name: str, value: Any) -> WeightsEntry:
         repo_id, filename = str(spec.get("repo_id", "")), str(spec.get("filename", ""))
         if repo_id.count("/") != 1 or not filename:
             raise bad("hub needs repo_id (OWNER/REPO) and filename")
-        hub = HubSource(repo_id=repo_id, revision=revision, filename=filename)
+        hub = HubRef(repo_id=repo_id, revision=revision, filename=filename)
     if file is None and hub is None:
         raise bad("needs a bundled file, a hub source, or both")
     return WeightsEntry(

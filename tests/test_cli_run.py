@@ -522,10 +522,20 @@ def test_stdin_stdout_subprocess(tmp_path: Path, weights_file: Path) -> None:
         input=data, capture_output=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()
-    with Image.open(io.BytesIO(done.stdout)) as out:  # stdout holds the PNG and nothing else
+    # stdout holds the PNG and nothing else: signature first, IEND chunk last, no text around.
+    assert done.stdout.startswith(b"\x89PNG\r\n\x1a\n")
+    assert done.stdout.endswith(b"IEND\xaeB`\x82")
+    with Image.open(io.BytesIO(done.stdout)) as out:
         assert (out.format, out.size) == ("PNG", (24, 16))
-        out.load()
+        piped = np.asarray(out)
     assert b"cpu" in done.stderr
+    to_file = subprocess.run(
+        [*derain_exe(), str(tmp_path / "photo.png"), "-o", str(tmp_path / "file.png"), "-q",
+         "--weights", str(weights_file)],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert to_file.returncode == 0 and to_file.stdout == b"" and to_file.stderr == b""
+    np.testing.assert_array_equal(piped, np.asarray(Image.open(tmp_path / "file.png")))
 
 
 # ---------------------------------------------------------------------- bundled example image

@@ -15,7 +15,7 @@ from torch import nn
 from derain_cli.errors import UsageError
 from derain_cli.inference import engine
 from derain_cli.inference.engine import Derainer, auto_tile, resolve_device, resolve_dtype
-from derain_cli.inference.tiling import grid_tiles, plan_tiles
+from derain_cli.inference.tiling import grid_tiles, plan_tiles, strip_tiles
 from derain_cli.nets.generator import NLCLGenerator
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -38,7 +38,8 @@ def border_band(height: int, width: int, cuts_y: set[int], cuts_x: set[int], ban
 
 
 def grid_band(height: int, width: int, tile: int) -> np.ndarray:
-    boxes = grid_tiles(height, width, tile)
+    """Pixels near the boundaries of the cores the streamed engine really uses."""
+    boxes = strip_tiles(height, width, tile)
     return border_band(
         height, width, {b.y0 for b in boxes} | {b.y1 for b in boxes}, {b.x0 for b in boxes}
     )
@@ -152,6 +153,33 @@ def test_instance_norm_network_tiles_exactly() -> None:
     assert psnr(tiled, whole) >= 35.0
     assert psnr(tiled, whole, band) >= 35.0
     assert np.abs(tiled - whole).max() < 1e-4  # in fact equal up to rounding
+
+
+@pytest.mark.parametrize(
+    ("norms", "tile", "most_rows", "most_cols"),
+    [(True, 32, 32, 32), (True, 48, 20, 96), (False, 32, 32, 32)],
+    ids=["streamed-grid", "streamed-strips", "feathered"],
+)
+def test_tiled_runs_never_compute_on_the_whole_image(
+    norms: bool, tile: int, most_rows: int, most_cols: int
+) -> None:
+    """Every layer sees tile-sized inputs only (core + halo + conv padding), never the image."""
+    torch.manual_seed(0)
+    net: nn.Module = small_generator()
+    if not norms:
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+    derainer = Derainer(net, device="cpu", tile=tile, overlap=8)
+    seen: list[tuple[int, int]] = []
+    for layer in derainer.module.modules():
+        if isinstance(layer, nn.Conv2d):
+            layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[-2:]))
+    image = synthetic_rain(80, 96)
+    tiled = derainer(image)
+    assert seen and max(h for h, _ in seen) <= most_rows + 2 * 2 + 2
+    assert max(w for _, w in seen) <= most_cols + 2 * 2 + 2
+    assert max(h * w for h, w in seen) < 80 * 96
+    whole = Derainer(net, device="cpu", tile=0)(image)
+    assert np.abs(tiled - whole).max() < 1e-4
 
 
 def test_per_tile_statistics_would_show_seams() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -119,6 +120,40 @@ def test_jpeg_exif_bytes_kept_except_orientation() -> None:
     differing = [i for i, (a, b) in enumerate(zip(picture.exif, source, strict=True)) if a != b]
     assert len(differing) == 1  # only the orientation value's low byte changed (6 -> 1)
     assert reopen(encode_image(picture, picture.rgb, "jpg")).info["exif"] == picture.exif
+
+
+def exif_with_thumbnail(orientation: int, thumbnail: bytes, *, tail: bytes = b"") -> bytes:
+    """Hand-built little-endian EXIF: IFD0 (orientation) linked to IFD1 holding a JPEG preview.
+
+    ``tail`` is placed after the preview, as if other data followed it.
+    """
+    ifd0 = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)
+    ifd1_at = 8 + len(ifd0) + 4
+    thumb_at = ifd1_at + 2 + 2 * 12 + 4
+    ifd1 = struct.pack("<H", 2)
+    ifd1 += struct.pack("<HHII", 0x0201, 4, 1, thumb_at)
+    ifd1 += struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail)) + struct.pack("<I", 0)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd0 + struct.pack("<I", ifd1_at) + ifd1
+    return b"Exif\x00\x00" + tiff + thumbnail + tail
+
+
+@pytest.mark.parametrize("tail", [b"", b"\x07" * 10], ids=["at-end", "in-middle"])
+def test_exif_thumbnail_of_the_rainy_input_is_dropped(tail: bytes) -> None:
+    thumbnail = images.rgb_jpeg(8, 8, seed=5)
+    exif = exif_with_thumbnail(6, thumbnail, tail=tail)
+    assert Image.open(io.BytesIO(images.rgb_jpeg(32, 48, exif=exif))).getexif().get(0x0112) == 6
+    picture = read_image(images.rgb_jpeg(32, 48, exif=exif))
+    assert picture.rgb.shape[:2] == (48, 32)  # orientation applied
+    assert picture.exif is not None and thumbnail not in picture.exif
+    for fmt in ("jpg", "png"):
+        written = reopen(encode_image(picture, picture.rgb, fmt))
+        raw = written.info["exif"]
+        assert thumbnail not in raw and (tail == b"" or raw.endswith(tail))
+        tiff = raw[len(b"Exif\x00\x00") :]
+        (ifd0,) = struct.unpack_from("<I", tiff, 4)
+        (count,) = struct.unpack_from("<H", tiff, ifd0)
+        assert struct.unpack_from("<I", tiff, ifd0 + 2 + 12 * count) == (0,)  # no IFD1 link
+        assert written.getexif().get(0x0112) == 1
 
 
 def test_orientation_applied_to_16_bit_and_alpha() -> None:

@@ -13,6 +13,7 @@ from derain_cli.inference.tiling import (
     merge,
     plan_tiles,
     split,
+    strip_tiles,
     tile_starts,
     with_halo,
 )
@@ -110,3 +111,16 @@ def test_grid_tiles_partition_the_image(height: int, width: int, tile: int) -> N
 def test_with_halo_is_clipped_to_the_image() -> None:
     assert with_halo(Box(0, 10, 5, 20), 3, 12, 21) == Box(0, 12, 2, 21)
     assert with_halo(Box(4, 8, 4, 8), 2, 100, 100) == Box(2, 10, 2, 10)
+
+
+def test_strip_tiles_cover_whole_rows_or_fall_back_to_squares() -> None:
+    strips = strip_tiles(100, 64, 48)  # 48 * 48 // 64 = 36 rows per strip at most
+    assert all(b.x0 == 0 and b.x1 == 64 for b in strips)
+    assert [b.y0 for b in strips][0] == 0 and strips[-1].y1 == 100
+    assert all(a.y1 == b.y0 for a, b in zip(strips, strips[1:], strict=False))  # no gap, no overlap
+    assert all(b.height * b.width <= 48 * 48 for b in strips) and len(strips) == 3
+    # Too wide for strips of MIN_STRIP_ROWS rows: square tiles, same as grid_tiles.
+    assert strip_tiles(100, 1000, 64) == grid_tiles(100, 1000, 64)
+    assert strip_tiles(10, 20, 64) == [Box(0, 10, 0, 20)]
+    with pytest.raises(ValueError):
+        strip_tiles(10, 10, 0)

@@ -90,6 +90,10 @@ def test_round_trip_gives_identical_outputs(tiny_file: tuple[Path, torch.nn.Modu
     assert json.loads(loaded.metadata["derain.training"]) == {"steps": 0}
     assert loaded.metadata["note"] == "random init test fixture"
     assert not list(path.parent.glob("*.tmp"))  # atomic write left no temporary file
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for written in (path, path.with_name(path.name + ".sha256")):  # not mkstemp's owner-only 0600
+        assert written.stat().st_mode & 0o777 == 0o666 & ~umask, written
 
 
 def test_sidecar_mismatch_is_rejected(tiny_file: tuple[Path, torch.nn.Module, str]) -> None:
@@ -357,6 +361,26 @@ def test_offline_after_caching_works(
     for spec in ("hf://owner/derain-tiny", f"hf://owner/derain-tiny@{COMMIT}"):
         assert load_weights(spec).sha256 == digest
     assert len(hub.log) == seen  # no request while offline
+
+
+def test_quiet_run_hides_the_hub_download_bar(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--quiet`` silences huggingface_hub's own tqdm bars; without it they still show."""
+    from PIL import Image
+
+    monkeypatch.setenv("TQDM_POSITION", "-1")  # force the client's bars on a non-terminal
+    host_tiny(hub, tmp_path, "owner/quiet")
+    host_tiny(hub, tmp_path, "owner/loud")
+    Image.new("RGB", (16, 12), (90, 120, 200)).save(tmp_path / "in.png")
+    args = [str(tmp_path / "in.png"), "-o"]
+    code, out, err = cli(*args, str(tmp_path / "q.png"), "-q", "--weights", "hf://owner/quiet")
+    assert (code, out, err) == (0, "", "")
+    code, _, err = cli(*args, str(tmp_path / "l.png"), "--weights", "hf://owner/loud")
+    assert code == 0 and "G_B.safetensors" in err and "100%" in err
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    assert not are_progress_bars_disabled()  # the global switch is restored
 
 
 def write_registry(tmp_path: Path, entries: dict[str, object], default: str | None) -> Path:

@@ -192,10 +192,12 @@ def _load_model(
     quiet: bool,
 ) -> Derain:
     """Load the weights and build the Derainer once, before any input is read."""
+    from derain_cli.hub import download_progress
     from derain_cli.inference.engine import Derainer
     from derain_cli.weights import load_weights
 
-    loaded = load_weights(weights)
+    with download_progress(not quiet):
+        loaded = load_weights(weights)
     derainer = Derainer(
         loaded, device=device.value, precision=precision.value, tile=tile, overlap=overlap
     )

@@ -41,7 +41,7 @@ def list_cmd(as_json: bool = AS_JSON, debug: bool = DEBUG) -> None:
     """List registered weights: bundled in the package, cached from the Hub, or remote."""
     from rich.table import Table
 
-    from derain_cli.hub import HubRef, cached_file
+    from derain_cli.hub import cached_file
     from derain_cli.weights_registry import NO_DEFAULT_MESSAGE, load_registry
 
     with user_errors(debug):
@@ -53,8 +53,7 @@ def list_cmd(as_json: bool = AS_JSON, debug: bool = DEBUG) -> None:
             if entry.file is not None and entry.file.is_file():
                 local, status = entry.file, "bundled"
             elif entry.hub is not None:
-                ref = HubRef(entry.hub.repo_id, entry.hub.revision, entry.hub.filename)
-                local = cached_file(ref)
+                local = cached_file(entry.hub)
                 status = "cached" if local is not None else "remote"
             source = entry.hub.spec if entry.hub is not None else f"weights/{entry.file.name}"
             rows.append(

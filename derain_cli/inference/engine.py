@@ -8,7 +8,8 @@ Tiling and InstanceNorm. The authors' generator normalises every channel over th
 result and shows seams. For such networks tiles are computed *layer-streamed*: the traced network
 is cut at every InstanceNorm that uses per-image statistics; each piece between two of them is
 local (convolutions, pads, activations, residual sums) with a small receptive radius (1-3 px for
-the authors' net). Pieces run tile by tile on the device, with a halo equal to that radius, and
+the authors' net). Pieces run tile by tile on the device (full-width strips of about ``tile**2``
+pixels, so each host<->device copy is one contiguous block), with a halo equal to that radius, and
 their outputs are kept at full resolution on the host while the exact whole-image per-channel
 sum and sum of squares of every InstanceNorm input are accumulated (float64). The next piece then
 normalises with these frozen whole-image statistics. The result equals the untiled output up to
@@ -34,7 +35,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from derain_cli.errors import UsageError
-from derain_cli.inference.tiling import Blender, Box, grid_tiles, plan_tiles, with_halo
+from derain_cli.inference.tiling import Blender, Box, plan_tiles, strip_tiles, with_halo
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -554,7 +555,7 @@ class Derainer:
         height, width = rgb.shape[:2]
         host: dict[fx.Node, torch.Tensor] = {plan.placeholder: _to_tensor(rgb).to(self.dtype)}
         stats: dict[fx.Node, tuple[torch.Tensor, torch.Tensor]] = {}
-        cores = grid_tiles(height, width, tile)
+        cores = strip_tiles(height, width, tile)  # whole rows: one contiguous copy per strip
         spare: list[torch.Tensor] = []  # released host buffers, reused (pinning is costly)
         for segment in plan.segments:
             moments = {node: _Moments() for node in segment.measured}
@@ -571,7 +572,7 @@ class Derainer:
                     kept = values[node][inner]
                     if node not in host:
                         host[node] = self._host_buffer((1, kept.shape[1], height, width), spare)
-                    host[node][(slice(None), slice(None), *core.slices)] = kept.to("cpu")
+                    host[node][(slice(None), slice(None), *core.slices)].copy_(kept)
                     if node in moments:
                         moments[node].add(kept)
             for norm_node, module in plan.norms.items():

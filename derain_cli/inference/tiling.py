@@ -9,8 +9,9 @@ No torch and no model code here, so the geometry is tested on its own. Two layou
   it is 1. Weights are normalised per pixel, so constant regions merge exactly, a network whose
   receptive radius is at most a quarter of the overlap merges exactly, and any remaining
   disagreement is spread over half the overlap instead of showing as a step.
-* :func:`grid_tiles` + :func:`with_halo`: non-overlapping core tiles read with a halo of context
-  around them; the caller keeps only the core. This is exact when the halo covers the receptive
+* :func:`grid_tiles` / :func:`strip_tiles` + :func:`with_halo`: non-overlapping core tiles (or
+  full-width strips of about the same area) read with a halo of context around them; the caller
+  keeps only the core. This is exact when the halo covers the receptive
   radius of what runs on the tile, and is what the InstanceNorm streaming in ``engine.py`` uses.
 """
 
@@ -174,3 +175,24 @@ def with_halo(box: Box, halo: int, height: int, width: int) -> Box:
         max(box.x0 - halo, 0),
         min(box.x1 + halo, width),
     )
+
+
+#: Strips thinner than this are mostly halo: :func:`strip_tiles` uses square tiles instead.
+MIN_STRIP_ROWS = 16
+
+
+def strip_tiles(height: int, width: int, tile: int) -> list[Box]:
+    """Full-width strips of about ``tile x tile`` pixels each, evenly sized, top to bottom.
+
+    A strip of whole rows is one contiguous block of a row-major (or channels-last) image, so it
+    moves between host and device in a single copy instead of one per row. Images so wide that a
+    strip would have fewer than :data:`MIN_STRIP_ROWS` rows get :func:`grid_tiles` instead.
+    """
+    if tile <= 0:
+        raise ValueError(f"tile must be positive, got {tile}")
+    rows = tile * tile // max(width, 1)
+    if rows < MIN_STRIP_ROWS:
+        return grid_tiles(height, width, tile)
+    count = math.ceil(height / rows)
+    ys = [round(i * height / count) for i in range(count + 1)]
+    return [Box(ys[i], ys[i + 1], 0, width) for i in range(count)]
