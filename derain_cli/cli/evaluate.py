@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derain_cli.cli.common import err_console, user_errors
-from derain_cli.cli.run import Device, Precision
+from derain_cli.cli.options import Device, DeviceOption, Precision, PrecisionOption, TileOption
 from derain_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -76,21 +76,9 @@ def command(
             help=f"Side-by-side picture (rainy | each weights | clean) of {GRID_IMAGES} images.",
         ),
     ] = None,
-    device: Annotated[
-        Device, typer.Option(help="auto picks cuda, then mps, then cpu.")
-    ] = Device.auto,
-    precision: Annotated[
-        Precision, typer.Option(help="auto: bf16 on CUDA, fp32 elsewhere.")
-    ] = Precision.auto,
-    tile: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            metavar="PIXELS",
-            help="Tile size; default: automatic from free memory; 0 disables tiling.",
-            show_default=False,
-        ),
-    ] = None,
+    device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
+    tile: TileOption = None,
     limit: Annotated[
         int | None,
         typer.Option(min=1, metavar="N", help="Only the first N pairs (sorted by stem)."),

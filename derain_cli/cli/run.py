@@ -22,26 +22,13 @@ import typer
 from rich.text import Text
 
 from derain_cli.cli.common import err_console, user_errors
+from derain_cli.cli.options import Device, DeviceOption, Precision, PrecisionOption, TileOption
 from derain_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from derain_cli.inference.batch import Derain, Result
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 class OutputFormat(str, Enum):
@@ -99,21 +86,9 @@ def command(
             show_default=False,
         ),
     ] = None,
-    device: Annotated[
-        Device, typer.Option(help="auto picks cuda, then mps, then cpu.")
-    ] = Device.auto,
-    precision: Annotated[
-        Precision, typer.Option(help="auto: bf16 on CUDA, fp32 elsewhere.")
-    ] = Precision.auto,
-    tile: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            metavar="PIXELS",
-            help="Tile size; default: automatic from free memory; 0 disables tiling.",
-            show_default=False,
-        ),
-    ] = None,
+    device: DeviceOption = Device.auto,
+    precision: PrecisionOption = Precision.auto,
+    tile: TileOption = None,
     overlap: Annotated[
         int, typer.Option(min=0, metavar="PIXELS", help="Overlap between tiles (blended).")
     ] = 32,
