@@ -19,10 +19,17 @@ from typing import Any, Literal
 
 from derain_cli.errors import UsageError
 
+
+def _require(*checks: tuple[bool, str]) -> None:
+    """Raise the first failing check's message as a UsageError (config validation)."""
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
 # --- method (model, sampler, losses) ---------------------------------------------------------
 
 SamplingStrategy = Literal["random", "neighbour", "nonlocal"]
-LocationNegatives = Literal["random", "nonlocal"]
 LayerContrastForm = Literal["infonce", "supcon"]
 RainL1Target = Literal["r", "o_minus_b"]
 
@@ -46,13 +53,11 @@ class ModelConfig:
     head_units: int = 256
 
     def __post_init__(self) -> None:
-        for ok, message in (
+        _require(
             (self.d_channels >= 1, "model.d_channels must be >= 1"),
             (self.d_layers >= 1, "model.d_layers must be >= 1"),
             (self.head_units >= 1, "model.head_units must be >= 1"),
-        ):
-            if not ok:
-                raise UsageError(message)
+        )
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,9 @@ class SamplerConfig:
     ``"nonlocal"`` = block matching in image space (Eq. 7): nearest patches for positives (and
     for the neighbours of rain anchors), FARTHEST patches for the location contrast's negatives
     (reverse non-local sampling). ``"neighbour"`` = spatially adjacent grid positions, ``"random"``
-    = uniform. The paper's Table 2 ablation is a change of these three fields.
+    = uniform. The paper's Table 2 ablation (layer contrast) is a change of ``layer_positives``
+    and ``layer_negatives``; Table 5's reverse non-local vs random negatives is
+    ``location_negatives``.
     """
 
     patch: int = 16  # patch side in pixels (the authors' 16x16 patches)
@@ -73,18 +80,16 @@ class SamplerConfig:
     memory_mb: int = 256  # budget for one chunk's distance matrix
     layer_positives: SamplingStrategy = "nonlocal"  # B patches pulled together (Eq. 5)
     layer_negatives: SamplingStrategy = "nonlocal"  # R patches: anchors + their matches
-    location_negatives: LocationNegatives = "nonlocal"  # nonlocal = reverse (farthest), Eq. 6
+    location_negatives: SamplingStrategy = "nonlocal"  # nonlocal = REVERSE (farthest), Eq. 6
 
     def __post_init__(self) -> None:
-        for ok, message in (
+        _require(
             (self.patch >= 1, "sampler.patch must be >= 1"),
             (self.stride >= 1, "sampler.stride must be >= 1"),
             (self.window is None or self.window >= 2, "sampler.window must be >= 2"),
             (self.chunk_size is None or self.chunk_size >= 1, "sampler.chunk_size must be >= 1"),
             (self.memory_mb >= 1, "sampler.memory_mb must be >= 1"),
-        ):
-            if not ok:
-                raise UsageError(message)
+        )
 
 
 @dataclass(frozen=True)
@@ -139,9 +144,7 @@ class LossConfig:
         ]
         for name in ("adv", "consistency", "rain_l1", "layer", "location"):
             checks.append((getattr(self, f"{name}_weight") >= 0, f"losses.{name}_weight < 0"))
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        _require(*checks)
 
 
 # --- training (derain train) -----------------------------------------------------------------
@@ -205,9 +208,7 @@ class TrainConfig:
             (self.gpus >= 1, "train.gpus must be >= 1"),
             (self.batch_size % self.gpus == 0, "train.batch_size must be divisible by gpus"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        _require(*checks)
 
 
 @dataclass(frozen=True)

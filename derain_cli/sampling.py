@@ -26,11 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from derain_cli.config import SamplerConfig
+
 Strategy = Literal["random", "neighbour", "nonlocal"]
 STRATEGIES: tuple[str, ...] = ("random", "neighbour", "nonlocal")
 
-#: Bytes the fp32 distance matrix of one chunk may take when ``chunk_size`` is None.
-DEFAULT_MEMORY_BUDGET = 256 * 2**20
+#: Bytes the fp32 distance matrix of one chunk may take when ``chunk_size`` is None (the
+#: config's ``sampler.memory_mb``, so the default lives in one place).
+DEFAULT_MEMORY_BUDGET = SamplerConfig().memory_mb * 2**20
 
 
 def grid_shape(height: int, width: int, patch: int, stride: int) -> tuple[int, int]:

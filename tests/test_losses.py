@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from derain_cli.config import ModelConfig, SamplerConfig
 from derain_cli.losses import (
     background_fidelity_loss,
     consistency_loss,
@@ -114,7 +115,7 @@ def test_gather_features_takes_the_cell_under_the_patch_centre() -> None:
 
 
 def test_discriminator_encoder_and_heads() -> None:
-    d = PatchDiscriminator(channels=8, layers=3)
+    d = PatchDiscriminator(channels=8, layers=3, norm="instance")
     x = torch.randn(2, 3, 64, 64)
     feats = d.encode(x, [0, 1, 2, 3])
     assert [f.shape[1] for f in feats] == list(d.channels) == [8, 16, 32, 64]
@@ -122,8 +123,10 @@ def test_discriminator_encoder_and_heads() -> None:
     assert d(x).shape == (2, 1, 6, 6)
     with pytest.raises(ValueError, match="layers"):
         d.encode(x, [4])
-    # pix2pix n_layers=3, ndf=64 has 2,764,737 parameters
-    assert sum(p.numel() for p in PatchDiscriminator().parameters()) == 2_764_737
+    # The config's default D is pix2pix's n_layers=3, ndf=64: 2,764,737 parameters
+    mc = ModelConfig()
+    paper_d = PatchDiscriminator(channels=mc.d_channels, layers=mc.d_layers, norm=mc.d_norm)
+    assert sum(p.numel() for p in paper_d.parameters()) == 2_764_737
     heads = HeadSet([8, 16], units=12)
     out = heads[1](torch.randn(5, 16))
     assert out.shape == (5, 12)
@@ -145,15 +148,10 @@ def test_layer_samples_are_block_matches_in_their_own_layer() -> None:
     g = torch.Generator().manual_seed(0)
     b = torch.rand(2, 3, 32, 32, generator=g)
     r = torch.rand(2, 3, 32, 32, generator=g)
-    kwargs = dict(patch=8, stride=4, queries=3, positives=2, negatives=10)
-    s = sample_layer_patches(
-        b, r, **kwargs, positive_strategy="nonlocal", negative_strategy="nonlocal",
-        generator=torch.Generator().manual_seed(3), exclude_overlap=False,
-    )  # fmt: skip
-    again = sample_layer_patches(
-        b, r, **kwargs, positive_strategy="nonlocal", negative_strategy="nonlocal",
-        generator=torch.Generator().manual_seed(3), exclude_overlap=False,
-    )  # fmt: skip
+    sampler = SamplerConfig(patch=8, stride=4, exclude_overlap=False)
+    kwargs = dict(sampler=sampler, queries=3, positives=2, negatives=10)
+    s = sample_layer_patches(b, r, **kwargs, generator=torch.Generator().manual_seed(3))
+    again = sample_layer_patches(b, r, **kwargs, generator=torch.Generator().manual_seed(3))
     assert torch.equal(s.b_anchors, again.b_anchors) and torch.equal(s.r_set, again.r_set)
     assert s.b_positives.shape == (2, 3, 2) and s.b_set.shape == (2, 9)
     assert s.r_set.shape == (2, 10)  # ceil(10 / 3) = 4 anchors x 3 patches, cut to 10

@@ -11,6 +11,7 @@ from torch import nn
 
 from derain_cli.config import LossConfig, ModelConfig, SamplerConfig
 from derain_cli.losses import NLCLObjective
+from derain_cli.sampling import block_match, grid_shape
 
 TINY_MODEL = ModelConfig(
     generator_hparams={"channels": 8, "blocks": 2},
@@ -200,6 +201,57 @@ def test_sampling_strategies_are_config_changes(sampler: SamplerConfig) -> None:
     assert torch.isfinite(terms["total"])
 
 
+def _strategy_of(image: torch.Tensor, queries: torch.Tensor, found: torch.Tensor, far: bool) -> str:
+    """Which sampler produced ``found`` (N, Q, k) for ``queries`` (N, Q) on the 8/4 grid."""
+    k = found.shape[-1]
+    expected, _ = block_match(image, queries, patch=8, stride=4, k=k, farthest=far)
+    if torch.equal(found, expected):
+        return "nonlocal"
+    rows, cols = grid_shape(image.shape[-2], image.shape[-1], 8, 4)
+    cand = torch.arange(rows * cols)
+    dist = (cand // cols - queries[..., None] // cols).float() ** 2 + (
+        cand % cols - queries[..., None] % cols
+    ).float() ** 2  # (N, Q, P)
+    dist = dist.masked_fill(dist == 0, float("inf"))  # the query itself is never a match
+    nearest = dist.sort(-1).values[..., :k]
+    if torch.equal(torch.gather(dist, 2, found).sort(-1).values, nearest):
+        return "neighbour"
+    return "random"
+
+
+TABLE_2 = [
+    ("random", "random"),
+    ("neighbour", "random"),
+    ("neighbour", "neighbour"),
+    ("nonlocal", "random"),
+    ("random", "nonlocal"),
+    ("nonlocal", "nonlocal"),
+]
+
+
+@pytest.mark.parametrize(("positives", "negatives"), TABLE_2)
+@pytest.mark.parametrize("location", ["random", "neighbour", "nonlocal"])
+def test_table_2_and_table_5_strategies_are_what_the_config_says(
+    positives: str, negatives: str, location: str
+) -> None:
+    """Each row of the paper's Table 2 (layer contrast) and each location-negative strategy is
+    a config change, and the samples really come from the strategy the config names."""
+    sampler = SamplerConfig(
+        patch=8, stride=4, exclude_overlap=False, layer_positives=positives,
+        layer_negatives=negatives, location_negatives=location,
+    )  # fmt: skip
+    obj = NLCLObjective(TINY_MODEL, sampler, TINY_LOSSES)
+    o, _ = _batch()
+    with torch.no_grad():
+        b, r = obj.forward_generators(o)
+    layer = obj.sample_layer(b, r, torch.Generator().manual_seed(0))
+    assert _strategy_of(b, layer.b_anchors, layer.b_positives, far=False) == positives
+    assert _strategy_of(r, layer.r_anchors, layer.r_positives, far=False) == negatives
+    queries, location_negatives = obj.sample_location(o, torch.Generator().manual_seed(0))
+    assert location_negatives.shape == (2, 16, 12)
+    assert _strategy_of(o, queries, location_negatives, far=True) == location
+
+
 def test_seeded_generator_makes_the_losses_reproducible() -> None:
     obj = _objective()
     o, clean = _batch()
@@ -222,3 +274,25 @@ def test_generator_losses_under_bf16_autocast_are_finite() -> None:
     assert all(torch.isfinite(v) for v in [*terms.values(), *d_terms.values()])
     terms["total"].backward()
     assert all(p.grad is None for p in obj.d.parameters())
+
+
+def test_momentum_keys_come_from_the_key_encoder_and_temperatures_are_used() -> None:
+    o, _ = _batch()
+
+    def contrasts(obj: NLCLObjective) -> tuple[float, float]:
+        with torch.no_grad():
+            b, r = obj.forward_generators(o)
+            layer = obj.layer_contrast(b, r, torch.Generator().manual_seed(0))
+            location = obj.location_contrast(o, b, torch.Generator().manual_seed(0))
+        return float(layer), float(location)
+
+    obj = _objective()
+    base = contrasts(obj)
+    assert obj.key_d is not None and obj.key_heads is not None
+    with torch.no_grad():  # MoCo: positives/negatives are embedded by the key encoder
+        for p in obj.key_heads.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    assert contrasts(obj)[0] != pytest.approx(base[0])
+    assert contrasts(_objective(layer_temperature=0.77))[0] != pytest.approx(base[0])
+    assert contrasts(_objective(location_temperature=0.77))[1] != pytest.approx(base[1])
+    assert contrasts(_objective(momentum=False)) == pytest.approx(base)  # keys == queries at init

@@ -59,6 +59,16 @@ def test_cli_run_exports_weights_that_derain_loads(data: Path, tmp_path: Path) -
     assert loaded.hparams["channels"] == 8 and loaded.hparams["blocks"] == 2
     assert loaded.metadata["derain.trained_steps"] == "4"
     assert loaded.metadata["derain.ema"] == "true"
+    # G_R is exported beside G_B, where derain inspect-patches looks for it.
+    rain = load_weights(str(out / "G_R.safetensors"))
+    assert rain.arch == "nlcl-resnet" and rain.hparams["channels"] == 8
+    assert rain.metadata["derain.layer"] == "rain" and rain.metadata["derain.trained_steps"] == "4"
+    state = load_checkpoint(out / "checkpoint.pt")["models"]
+    for key, tensor in rain.module.state_dict().items():
+        assert torch.equal(tensor, state[f"g_r.{key}"]), key
+    from derain_cli.inspect import rain_weights_beside
+
+    assert rain_weights_beside(str(out / "G_B.safetensors")) == out / "G_R.safetensors"
     # ...and the default command derains a photo with it.
     photo, cleaned = tmp_path / "photo.png", tmp_path / "clean.png"
     Image = pytest.importorskip("PIL.Image")
@@ -172,8 +182,8 @@ def test_empty_dataset_and_existing_run_are_clear_errors(tmp_path: Path) -> None
     assert result.exit_code == 2 and "--resume" in result.output
 
 
-def _start(data: Path, out: Path, config: Path, steps: int) -> subprocess.Popen[str]:
-    args = ["train", str(data), "--out", str(out), "--config", str(config)]
+def _start(data: Path, out: Path, config: Path, steps: int, *extra: str) -> subprocess.Popen[str]:
+    args = ["train", str(data), *extra, "--out", str(out), "--config", str(config)]
     return subprocess.Popen(
         derain_cmd(*args, "--steps", str(steps)),
         stdout=subprocess.PIPE,
@@ -217,15 +227,21 @@ def test_sigkill_mid_run_then_resume_completes(data: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_ctrl_c_checkpoints_and_exits_cleanly(data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_checkpoints_and_exits_cleanly(
+    data: Path, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Ctrl-C, or the SIGTERM ending a time-limited GPU window: checkpoint, then exit 128+sig."""
     out = tmp_path / "run"
     config = write_tiny_toml(tmp_path / "tiny.toml", sample_every=0, log_every=1)
-    process = _start(data, out, config, steps=400)
+    process = _start(data, out, config, 400, "--clean", str(data / "clean"))
     _wait_for(out / "checkpoint.pt", process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert "interrupted at step" in stderr and "--resume" in stderr
+    assert process.returncode == 128 + signum, stderr
+    assert "interrupted at step" in stderr
+    # The printed command continues the same run (same clean folder).
+    assert f"--clean {data / 'clean'} --out {out} --resume" in stderr
     state = load_checkpoint(out / "checkpoint.pt")
     assert 2 <= state["step"] < 400
     assert read_metrics(out / "metrics.jsonl")[-1]["step"] == state["step"]

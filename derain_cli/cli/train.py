@@ -7,6 +7,8 @@ run-length and runtime settings may change.
 
 from __future__ import annotations
 
+import shlex
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -196,12 +198,16 @@ def _run(
     )
     result = run(requested, folders, out, resume=resume, progress=RichProgress)
     if result.interrupted:
+        again = " ".join(
+            shlex.quote(str(part))
+            for part in ("derain", "train", data, *(("--clean", clean) if clean else ()))
+        )
         err_console.print(
             f"derain train: interrupted at step {result.step}; checkpoint saved in {out}. "
-            f"Continue with: derain train {data} --out {out} --resume",
+            f"Continue with: {again} --out {shlex.quote(str(out))} --resume",
             markup=False,
         )
-        raise typer.Exit(130)
+        raise typer.Exit(128 + int(result.stop_signal or signal.SIGINT))
     err_console.print(
         f"derain train: done at step {result.step}/{result.total_steps}; weights: {result.weights}",
         markup=False,

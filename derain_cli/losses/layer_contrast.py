@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from derain_cli.sampling import DEFAULT_MEMORY_BUDGET, grid_shape, random_indices, select_matches
+from derain_cli.config import SamplerConfig
+from derain_cli.sampling import grid_shape, random_indices, select_matches
 
 
 def multi_positive_infonce(
@@ -102,25 +103,20 @@ def sample_layer_patches(
     b: Tensor,
     r: Tensor,
     *,
-    patch: int,
-    stride: int,
+    sampler: SamplerConfig,
     queries: int,
     positives: int,
     negatives: int,
-    positive_strategy: str,
-    negative_strategy: str,
     generator: torch.Generator | None,
-    window: int | None = None,
-    exclude_overlap: bool = True,
-    chunk_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> LayerSamples:
     """Draw anchors and their matches in B (positives) and R (negatives), without gradients.
 
-    ``queries`` and ``negatives`` are capped at the number of grid patches (small crops).
+    The grid, the search and the two strategies (``sampler.layer_positives``,
+    ``sampler.layer_negatives``: paper Table 2) come from ``sampler``. ``queries`` and
+    ``negatives`` are capped at the number of grid patches (small crops).
     """
     n = b.shape[0]
-    rows, cols = grid_shape(b.shape[-2], b.shape[-1], patch, stride)
+    rows, cols = grid_shape(b.shape[-2], b.shape[-1], sampler.patch, sampler.stride)
     num_patches = rows * cols
 
     def matches(strategy: str, image: Tensor, anchors: Tensor) -> Tensor:
@@ -128,24 +124,24 @@ def sample_layer_patches(
             strategy,
             image.detach(),
             anchors,
-            patch=patch,
-            stride=stride,
+            patch=sampler.patch,
+            stride=sampler.stride,
             k=positives,
             generator=generator,
-            window=window,
-            exclude_overlap=exclude_overlap,
-            chunk_size=chunk_size,
-            memory_budget=memory_budget,
+            window=sampler.window,
+            exclude_overlap=sampler.exclude_overlap,
+            chunk_size=sampler.chunk_size,
+            memory_budget=sampler.memory_mb * 2**20,
         )
 
     with torch.no_grad():
         b_count = min(queries, num_patches)
         b_anchors = random_indices(n, num_patches, b_count, generator=generator, device=b.device)
-        b_pos = matches(positive_strategy, b, b_anchors)
+        b_pos = matches(sampler.layer_positives, b, b_anchors)
         num_neg = min(negatives, num_patches)
         r_count = min(math.ceil(num_neg / (positives + 1)), num_patches)
         r_anchors = random_indices(n, num_patches, r_count, generator=generator, device=r.device)
-        r_pos = matches(negative_strategy, r, r_anchors)
+        r_pos = matches(sampler.layer_negatives, r, r_anchors)
     return LayerSamples(b_anchors, b_pos, r_anchors, r_pos, min(num_neg, r_count * (positives + 1)))
 
 

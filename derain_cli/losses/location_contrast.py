@@ -6,7 +6,8 @@ through a 2-layer MLP head per layer; tau the temperature; N the negatives (defa
 
 For each query location i the positive is the patch of O at the same location, ``v_{O_i}``, and
 the negatives are N other patches of O ``v_{O_j}``: the N patches FARTHEST from ``p_{O_i}`` in
-image space (reverse non-local sampling, Sec. 3.2, Table 5), or random ones (CUT's choice).
+image space (reverse non-local sampling, Sec. 3.2, Table 5), or random ones (CUT's choice), or
+the adjacent ones: ``sampler.location_negatives``, drawn by ``NLCLObjective.sample_location``.
 Eq. 6 as printed omits the ``-log``; we minimise the cross-entropy ``-log softmax`` with the
 positive at index 0, as CUT's ``PatchNCELoss`` (the authors' ``loss_NCE``) does.
 

@@ -49,13 +49,7 @@ from derain_cli.losses.location_contrast import (
 from derain_cli.nets.discriminator import PatchDiscriminator
 from derain_cli.nets.heads import HeadSet
 from derain_cli.nets.registry import build_generator
-from derain_cli.sampling import (
-    block_match,
-    gather_features,
-    grid_shape,
-    random_indices,
-    random_matches,
-)
+from derain_cli.sampling import gather_features, grid_shape, random_indices, select_matches
 
 #: Names of the generator-step terms, in the order they are reported.
 GENERATOR_TERMS: tuple[str, ...] = (
@@ -213,24 +207,50 @@ class NLCLObjective(nn.Module):
     # -- the contrastive terms -----------------------------------------------------------------
 
     def sample_layer(self, b: Tensor, r: Tensor, generator: torch.Generator | None) -> LayerSamples:
-        """Patch indices for the layer contrast (also used by ``derain inspect-patches``)."""
-        sc, lc = self.sampler_config, self.loss_config
+        """Patch indices for the layer contrast (also timed by ``bench/train_speed.py``)."""
+        lc = self.loss_config
         return sample_layer_patches(
             b,
             r,
-            patch=sc.patch,
-            stride=sc.stride,
+            sampler=self.sampler_config,
             queries=lc.layer_queries,
             positives=lc.layer_positives,
             negatives=lc.layer_negatives,
-            positive_strategy=sc.layer_positives,
-            negative_strategy=sc.layer_negatives,
             generator=generator,
-            window=sc.window,
-            exclude_overlap=sc.exclude_overlap,
-            chunk_size=sc.chunk_size,
-            memory_budget=sc.memory_mb * 2**20,
         )
+
+    def sample_location(
+        self, o: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """``(queries (N, Q), negatives (N, Q, N_neg))`` grid indices for the location contrast.
+
+        Queries are random grid positions; negatives follow ``sampler.location_negatives``:
+        ``"nonlocal"`` = REVERSE non-local sampling (the farthest patches of O, Sec. 3.2),
+        ``"random"`` = CUT's and the authors' choice, ``"neighbour"`` = the adjacent patches.
+        """
+        sc, lc = self.sampler_config, self.loss_config
+        grid = grid_shape(o.shape[-2], o.shape[-1], sc.patch, sc.stride)
+        num_patches = grid[0] * grid[1]
+        num_q = min(lc.location_queries, num_patches)
+        num_neg = min(lc.location_negatives, num_patches - 1)
+        queries = random_indices(
+            o.shape[0], num_patches, num_q, generator=generator, device=o.device
+        )
+        with torch.no_grad():
+            negatives = select_matches(
+                sc.location_negatives,
+                o.detach(),
+                queries,
+                patch=sc.patch,
+                stride=sc.stride,
+                k=num_neg,
+                farthest=sc.location_negatives == "nonlocal",
+                generator=generator,
+                window=sc.window,
+                chunk_size=sc.chunk_size,
+                memory_budget=sc.memory_mb * 2**20,
+            )
+        return queries, negatives
 
     def layer_contrast(self, b: Tensor, r: Tensor, generator: torch.Generator | None) -> Tensor:
         """Eq. 5 averaged over ``losses.layer_d_layers`` (D encoder frozen, heads trained)."""
@@ -276,24 +296,7 @@ class NLCLObjective(nn.Module):
         n = o.shape[0]
         grid = grid_shape(o.shape[-2], o.shape[-1], sc.patch, sc.stride)
         num_patches = grid[0] * grid[1]
-        num_q = min(lc.location_queries, num_patches)
-        num_neg = min(lc.location_negatives, num_patches - 1)
-        queries = random_indices(n, num_patches, num_q, generator=generator, device=o.device)
-        with torch.no_grad():
-            if self.sampler_config.location_negatives == "nonlocal":
-                negatives, _ = block_match(
-                    o.detach(),
-                    queries,
-                    patch=sc.patch,
-                    stride=sc.stride,
-                    k=num_neg,
-                    farthest=True,
-                    chunk_size=sc.chunk_size,
-                    window=sc.window,
-                    memory_budget=sc.memory_mb * 2**20,
-                )
-            else:
-                negatives = random_matches(queries, num_patches, num_neg, generator=generator)
+        queries, negatives = self.sample_location(o, generator)
 
         all_patches = torch.arange(num_patches, device=o.device).expand(n, -1)
         where: dict[str, Any] = dict(

@@ -10,7 +10,8 @@ With ``layers=3`` (the default) the receptive field of each output logit is 70x7
 Paper Sec. 3.3 / Table 3: the discriminator's encoder separates image structure from rain
 streaks better than the generator's, so :meth:`PatchDiscriminator.encode` exposes the activations
 of ``blocks[0..n]`` for the layer contrast. InstanceNorm is ``affine=False`` (pix2pix default),
-so the discriminator has no buffers.
+so the discriminator has no buffers. Width, depth and norm have no defaults here: they are
+``model.d_channels``, ``model.d_layers`` and ``model.d_norm`` in the config.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ class PatchDiscriminator(nn.Module):
     def __init__(
         self,
         *,
+        channels: int,
+        layers: int,
+        norm: str,
         in_channels: int = 3,
-        channels: int = 64,
-        layers: int = 3,
-        norm: str = "instance",
     ) -> None:
         super().__init__()
         if norm not in ("instance", "none"):

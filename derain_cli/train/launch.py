@@ -6,6 +6,7 @@ queue carries them), so ``derain train --gpus 2`` fails like ``derain train`` do
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,8 +100,16 @@ def _spawn(
     )
     context = dist_utils.spawn(_worker, (job, queue), world)
     # Ctrl-C reaches every rank (same process group); they checkpoint and stop together, and
-    # the parent just waits for them instead of dying first.
+    # the parent just waits for them instead of dying first. A SIGTERM sent to the parent alone
+    # (``kill PID``, a scheduler) is passed on to the ranks, which stop the same way.
+
+    def forward_term(signum: int, frame: object) -> None:
+        for process in context.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, forward_term)
     failure: Exception | None = None
     try:
         while True:
@@ -112,6 +121,7 @@ def _spawn(
                 break
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
     messages = []
     while not queue.empty():
         messages.append(queue.get())

@@ -104,12 +104,18 @@ class RunPaths:
     def weights(self) -> Path:
         return self.root / "G_B.safetensors"
 
+    @property
+    def rain_weights(self) -> Path:
+        """G_R beside G_B (``derain inspect-patches`` finds it by the name)."""
+        return self.root / "G_R.safetensors"
+
 
 @dataclass
 class TrainResult:
     step: int
     total_steps: int
     interrupted: bool = False
+    stop_signal: int | None = None  # SIGINT or SIGTERM when interrupted
     checkpoint: Path | None = None
     weights: Path | None = None
     replica_checksums: list[str] = field(default_factory=list)
@@ -302,7 +308,7 @@ def train(
     result = TrainResult(step=start, total_steps=total)
     if report is not None:
         report.start(start, total)
-    with _StopOnSigint() as stop:
+    with _StopOnSignal() as stop:
         for o, clean in loader:
             o = _to_device(o, device, channels_last)
             clean = _to_device(clean, device, channels_last)
@@ -355,6 +361,7 @@ def train(
             if stop_all:
                 save(step)
                 result.interrupted = True
+                result.stop_signal = stop.received or signal.SIGINT  # a peer rank's signal
                 break
             if due_checkpoint:
                 save(step)
@@ -371,7 +378,9 @@ def train(
     exported = ema.module if (ema is not None and tc.export_ema) else g_b
     result.replica_checksums = dist_utils.gather_strings(_checksum(objective), ctx)
     if ctx.is_main:
-        result.weights = _export(paths, config, exported, step, ctx, ema is not None)
+        result.weights = _export(
+            paths, config, exported, step, ctx, ema=exported is not g_b, rain=objective.g_r
+        )
         _append_jsonl(
             paths.metrics,
             {"event": "end", "step": step, "replica_checksums": result.replica_checksums},
@@ -419,27 +428,41 @@ class _Meter:
         return values, host[-1] > 0
 
 
-class _StopOnSigint:
-    """First Ctrl-C asks the loop to checkpoint and stop at the next step boundary; a second
-    one interrupts at once (KeyboardInterrupt)."""
+#: Signals that make the loop checkpoint and stop at the next step boundary: Ctrl-C, and the
+#: SIGTERM that job schedulers and ``timeout`` send at the end of a time-limited (GPU) window.
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
+class _StopOnSignal:
+    """The first SIGINT/SIGTERM asks the loop to checkpoint and stop at the next step boundary.
+
+    A second Ctrl-C interrupts at once (KeyboardInterrupt); repeated SIGTERMs (a launcher that
+    forwards the signal to ranks which already got it from the process group) stay graceful.
+    """
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
+        if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        if self.received is None:
+            self.received = signum
 
-    def __enter__(self) -> _StopOnSigint:
+    def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def _background_generator(objective: nn.Module) -> nn.Module:
@@ -578,20 +601,32 @@ def _export(
     module: nn.Module,
     step: int,
     ctx: DistContext,
-    is_ema: bool,
+    *,
+    ema: bool,
+    rain: nn.Module,
 ) -> Path:
+    """Write ``G_B.safetensors`` (for ``derain``) and ``G_R.safetensors`` (for inspection).
+
+    G_R is the live network (it has no EMA); both carry the whole training config.
+    """
     from derain_cli.nets.registry import ARCHITECTURES
     from derain_cli.weights import save_weights
 
-    arch = config.model.generator
-    hparams = {**ARCHITECTURES[arch].defaults, **config.model.generator_hparams}
-    metadata = {
+    common = {
         "derain.source": "derain train",
         "derain.trained_steps": str(step),
-        "derain.ema": "true" if is_ema else "false",
         "derain.world_size": str(ctx.world),
         "derain.train_config": json.dumps(config.to_dict(), sort_keys=True),
         "derain.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    save_weights(paths.weights, module.float(), arch=arch, hparams=hparams, metadata=metadata)
+    mc = config.model
+    for path, net, arch, hparams, meta in (
+        (paths.rain_weights, rain, mc.rain_generator, mc.rain_hparams,
+         {"derain.layer": "rain", "derain.ema": "false"}),
+        (paths.weights, module, mc.generator, mc.generator_hparams,
+         {"derain.layer": "background", "derain.ema": "true" if ema else "false"}),
+    ):  # fmt: skip
+        full = {**ARCHITECTURES[arch].defaults, **hparams}
+        # Parameters stay fp32 under autocast; save_weights copies them to contiguous CPU tensors.
+        save_weights(path, net, arch=arch, hparams=full, metadata={**common, **meta})
     return paths.weights
