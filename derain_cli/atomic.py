@@ -13,17 +13,27 @@ import contextlib
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+#: Temporary files are ``.NAME.XXXX.tmp``; :func:`remove_stale_temps` matches this pattern.
+TEMP_GLOB = ".*.tmp"
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; raises ``OSError`` (nothing left behind)."""
+@contextlib.contextmanager
+def atomic_open(path: Path | str) -> Iterator[BinaryIO]:
+    """Open a binary handle whose content replaces ``path`` only when the block ends cleanly.
+
+    On any exception (or KeyboardInterrupt) the temporary file is removed and ``path`` is left as
+    it was. Raises ``OSError`` like ``open``.
+    """
     path = Path(path)
     folder = path.parent
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, _new_file_mode(path))
@@ -33,6 +43,22 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
             os.unlink(tmp_name)
         raise
     _fsync_folder(folder)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically; raises ``OSError`` (nothing left behind)."""
+    with atomic_open(path) as handle:
+        handle.write(data)
+
+
+def remove_stale_temps(folder: Path | str) -> list[Path]:
+    """Delete temporary files a process killed mid-write left in ``folder`` (never complete)."""
+    removed = []
+    for temp in sorted(Path(folder).glob(TEMP_GLOB)):
+        with contextlib.suppress(OSError):
+            temp.unlink()
+            removed.append(temp)
+    return removed
 
 
 def _new_file_mode(path: Path) -> int:

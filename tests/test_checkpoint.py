@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from derain_cli.atomic import remove_stale_temps
 from derain_cli.train import checkpoint as ckpt
 from derain_cli.train.checkpoint import (
     CheckpointError,
     capture_rng,
     load_checkpoint,
-    remove_stale_temps,
     restore_rng,
     save_checkpoint,
 )
@@ -79,7 +79,7 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(
 def test_leftover_temp_files_are_ignored_and_cleaned(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, _state(3))
-    leftover = tmp_path / ".tmp-checkpoint.pt.12345"  # what a SIGKILL mid-write leaves
+    leftover = tmp_path / ".checkpoint.pt.k3x9q1.tmp"  # what a SIGKILL mid-write leaves
     leftover.write_bytes(b"PK\x03\x04 torn")
     assert load_checkpoint(path)["step"] == 3
     assert remove_stale_temps(tmp_path) == [leftover]

@@ -222,7 +222,7 @@ def test_sigkill_mid_run_then_resume_completes(data: Path, tmp_path: Path) -> No
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 40
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl")]
     assert steps == list(range(2, 41, 2))  # every logged step exactly once
-    assert not list(out.glob(".tmp-*"))
+    assert not list(out.glob(".*.tmp"))
     assert (out / "G_B.safetensors").is_file()
 
 

@@ -9,8 +9,6 @@ leaves either the previous checkpoint or the new one, never a torn file.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from derain_cli.atomic import atomic_open
 from derain_cli.errors import DerainError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
-_TEMP_PREFIX = ".tmp-"
 
 
 class CheckpointError(DerainError):
@@ -32,21 +30,11 @@ class CheckpointError(DerainError):
 
 
 def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically: temp file in the same folder, fsync, rename, fsync folder."""
+    """Write ``state`` atomically (:func:`derain_cli.atomic.atomic_open`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}")
-    try:
-        with open(temp, "wb") as handle:
-            torch.save({"format": FORMAT_VERSION, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path) as handle:
+        torch.save({"format": FORMAT_VERSION, **state}, handle)
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -62,16 +50,6 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a derain training checkpoint (format mismatch)")
     return state
-
-
-def remove_stale_temps(folder: Path | str) -> list[Path]:
-    """Delete temp files left by a process killed while writing (they are never complete)."""
-    removed = []
-    for temp in Path(folder).glob(f"{_TEMP_PREFIX}*"):
-        with contextlib.suppress(OSError):
-            temp.unlink()
-            removed.append(temp)
-    return removed
 
 
 def capture_rng() -> dict[str, Any]:
@@ -110,17 +88,3 @@ def restore_rng(state: dict[str, Any]) -> None:
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); harmless no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from derain_cli.atomic import atomic_write_bytes, remove_stale_temps
 from derain_cli.config import NLCLConfig, TrainConfig
 from derain_cli.data import ImageFolders, StepSampler, UnpairedCrops
 from derain_cli.errors import DerainError, UsageError
@@ -40,7 +41,6 @@ from derain_cli.train import distributed as dist_utils
 from derain_cli.train.checkpoint import (
     capture_rng,
     load_checkpoint,
-    remove_stale_temps,
     restore_rng,
     save_checkpoint,
 )
@@ -520,9 +520,7 @@ def _prepare_folder(paths: RunPaths, config: NLCLConfig, start: int) -> None:
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.samples.mkdir(exist_ok=True)
     remove_stale_temps(paths.root)
-    temp = paths.config.with_name(f".tmp-{paths.config.name}")
-    temp.write_text(config.dumps_toml(), encoding="utf-8")
-    temp.replace(paths.config)
+    atomic_write_bytes(paths.config, config.dumps_toml().encode("utf-8"))
     # A resumed run continues the log at the checkpoint's step: rows a killed process wrote
     # after its last checkpoint are dropped, so every step appears once.
     kept: list[str] = []

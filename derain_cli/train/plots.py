@@ -6,13 +6,14 @@ Both are written atomically (temporary file, then rename) so a viewer never sees
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from derain_cli.atomic import atomic_open
 
 GRID_COLUMNS = ("rainy O", "B = G_B(O)", "R = G_R(O)", "clean (unpaired)")
 
@@ -42,9 +43,8 @@ def sample_grid(columns: Sequence[torch.Tensor], *, gap: int = 2) -> np.ndarray:
 def save_png(path: Path, image: np.ndarray | Image.Image) -> None:
     """Atomic PNG write."""
     picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    temp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    picture.save(temp, format="PNG")
-    os.replace(temp, path)
+    with atomic_open(path) as handle:
+        picture.save(handle, format="PNG")
 
 
 def loss_curves(
