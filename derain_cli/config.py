@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -182,6 +183,7 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 500
+    checkpoint_part_mb: int = 0  # > 0: split checkpoints into parts of at most this many MiB
     num_samples: int = 4  # rows of each sample grid
     num_workers: int = 4  # data-loading processes per rank
     cache_images: bool = False  # decode every image once into RAM (uint8)
@@ -203,6 +205,7 @@ class TrainConfig:
             (self.log_every >= 1, "train.log_every must be >= 1"),
             (self.sample_every >= 0, "train.sample_every must be >= 0 (0 = off)"),
             (self.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+            (self.checkpoint_part_mb >= 0, "train.checkpoint_part_mb must be >= 0"),
             (self.num_samples >= 1, "train.num_samples must be >= 1"),
             (self.num_workers >= 0, "train.num_workers must be >= 0"),
             (self.gpus >= 1, "train.gpus must be >= 1"),
@@ -324,10 +327,10 @@ def dumps_toml(data: Mapping[str, Any]) -> str:
 
 
 def _toml_loads(text: str) -> dict[str, Any]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
     return tomllib.loads(text)
 
 
@@ -383,7 +386,7 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     def bad() -> UsageError:
         return UsageError(f"{source}: {key} = {value!r} is not a valid {_hint_name(hint)}")
 
-    if is_dataclass(hint):
+    if isinstance(hint, type) and is_dataclass(hint):
         return _build(hint, value, source, key + ".")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

@@ -96,3 +96,40 @@ def test_unreadable_or_foreign_files_are_one_line_errors(tmp_path: Path) -> None
         load_checkpoint(foreign)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_split_into_parts_round_trips_and_replaces_old_parts(tmp_path: Path) -> None:
+    """Size-limited transfers: parts of at most part_bytes, manifest last, old parts removed."""
+    path = tmp_path / "checkpoint.pt"
+    big = {"step": 1, "weights": torch.arange(20_000, dtype=torch.float32)}  # ~80 kB
+    save_checkpoint(path, big, part_bytes=16_384)
+    files = ckpt.checkpoint_files(path)
+    parts = files[1:]
+    assert len(parts) >= 5 and all(p.stat().st_size <= 16_384 for p in parts)
+    assert path.stat().st_size < 4096  # the manifest only
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 1 and torch.equal(loaded["weights"], big["weights"])
+
+    big["step"] = 2
+    save_checkpoint(path, big, part_bytes=16_384)
+    new_parts = ckpt.checkpoint_files(path)[1:]
+    assert not set(parts) & set(new_parts)
+    assert sorted(tmp_path.glob("checkpoint.pt.*.part")) == sorted(new_parts)
+    assert load_checkpoint(path)["step"] == 2
+
+    save_checkpoint(path, big)  # back to one file: every part goes
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_corrupt_or_missing_part_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"weights": torch.ones(8_000)}, part_bytes=8_192)
+    first, second = ckpt.checkpoint_files(path)[1:3]
+    data = bytearray(first.read_bytes())
+    data[100] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    second.unlink()
+    with pytest.raises(CheckpointError, match="missing|corrupt"):
+        load_checkpoint(path)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ from derain_cli.train.ema import ModelEMA
 from derain_cli.train.plots import loss_curves, sample_grid, save_png
 from derain_cli.train.step import StepParts, train_step
 
+if TYPE_CHECKING:
+    from derain_cli.losses.objective import NLCLObjective
+
 #: Config keys a resumed run may change; anything else would make the checkpoint a different run.
 RESUMABLE_KEYS = frozenset(
     f"train.{k}"
@@ -58,6 +61,7 @@ RESUMABLE_KEYS = frozenset(
         "log_every",
         "sample_every",
         "checkpoint_every",
+        "checkpoint_part_mb",
         "num_samples",
         "num_workers",
         "cache_images",
@@ -170,7 +174,7 @@ def check_resume_config(saved: NLCLConfig, requested: NLCLConfig) -> None:
             )
 
 
-def build_objective(config: NLCLConfig) -> nn.Module:
+def build_objective(config: NLCLConfig) -> NLCLObjective:
     from derain_cli.losses.objective import NLCLObjective
 
     return NLCLObjective(config.model, config.sampler, config.losses)
@@ -213,7 +217,8 @@ def train(
     torch.manual_seed(tc.seed)
     objective = build_objective(config).to(device)
     if channels_last:
-        objective = objective.to(memory_format=torch.channels_last)
+        # torch's stubs omit Module.to(memory_format=...), which it accepts at runtime.
+        objective = objective.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = objective.param_groups()
     g_params, d_params = list(groups["generator"]), list(groups["discriminator"])
     g_opt = torch.optim.Adam(g_params, lr=tc.lr, betas=tc.betas)
@@ -299,7 +304,7 @@ def train(
             },
             "world_size": ctx.world,
         }
-        save_checkpoint(paths.checkpoint, state)
+        save_checkpoint(paths.checkpoint, state, part_bytes=tc.checkpoint_part_mb * 2**20)
         _draw_curve(paths)
 
     meter = _Meter(global_batch=tc.batch_size)
@@ -563,7 +568,7 @@ def _draw_curve(paths: RunPaths) -> None:
 def _write_samples(
     paths: RunPaths,
     step: int,
-    objective: nn.Module,
+    objective: NLCLObjective,
     g_b: nn.Module,
     preview: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
