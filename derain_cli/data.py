@@ -146,18 +146,9 @@ def scan_folders(
 
 def decode(path: Path) -> np.ndarray:
     """RGB image as float32 H x W x 3 in [0, 1] (EXIF orientation applied)."""
-    try:
-        from derain_cli.imaging import read_image
-    except ImportError:  # imaging lands separately; Pillow gives the same pixels for 8-bit RGB
-        read_image = None
-    if read_image is not None:
-        return read_image(path, max_megapixels=None).rgb
-    from PIL import Image, ImageOps
+    from derain_cli.imaging import read_image
 
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        array = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return array / 255.0
+    return read_image(path, max_megapixels=None).rgb
 
 
 def fit_to_crop(rgb: np.ndarray, crop: int) -> np.ndarray:

@@ -617,7 +617,8 @@ def _tiff_bytes(planes: np.ndarray, *, icc: bytes | None, exif: bytes | None) ->
     """
     height, width, channels = planes.shape
     depth = 16 if planes.dtype == np.uint16 else 8
-    data = zlib.compress(np.ascontiguousarray(planes.astype("<u2" if depth == 16 else np.uint8)))
+    samples = np.ascontiguousarray(planes.astype("<u2" if depth == 16 else np.uint8))
+    data = zlib.compress(samples.data)
     ifd = Image.Exif()
     ifd.endian = "<"
     if exif:

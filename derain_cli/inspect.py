@@ -400,7 +400,8 @@ def render(inspection: Inspection) -> np.ndarray:
         if box.kind == "thumb":
             continue
         q = inspection.queries[box.query]
-        src = q if box.kind == "query" else getattr(q, box.kind)[box.rank]
+        match: Match | None = None if box.kind == "query" else getattr(q, box.kind)[box.rank]
+        src = q if match is None else match
         crop = shown[box.layer][src.sy : src.sy + p, src.sx : src.sx + p]
         canvas.paste(
             Image.fromarray(np.repeat(np.repeat(crop, ZOOM, 0), ZOOM, 1)), (box.x0, box.y0)
@@ -410,8 +411,8 @@ def render(inspection: Inspection) -> np.ndarray:
             draw.text((GAP, box.y0), f"q{box.query + 1} {box.row}", fill="black")
             draw.text((GAP, box.y0 + LINE), f"in {box.layer} ({what})", fill=(90, 90, 90))
             draw.text((box.x0, box.y1 + 1), f"({q.x},{q.y})", fill="black")
-        else:
-            draw.text((box.x0, box.y1 + 1), f"{src.distance:.3g}", fill="black")
+        elif match is not None:
+            draw.text((box.x0, box.y1 + 1), f"{match.distance:.3g}", fill="black")
     draw.text((GAP, 1), stride_note, fill=(90, 90, 90))
     return np.asarray(canvas)
 

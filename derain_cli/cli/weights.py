@@ -55,7 +55,11 @@ def list_cmd(as_json: bool = AS_JSON, debug: bool = DEBUG) -> None:
             elif entry.hub is not None:
                 local = cached_file(entry.hub)
                 status = "cached" if local is not None else "remote"
-            source = entry.hub.spec if entry.hub is not None else f"weights/{entry.file.name}"
+            if entry.hub is not None:
+                source = entry.hub.spec
+            else:
+                assert entry.file is not None  # the registry refuses entries with neither
+                source = f"weights/{entry.file.name}"
             rows.append(
                 {
                     "name": entry.name,

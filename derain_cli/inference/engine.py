@@ -490,7 +490,10 @@ class Derainer:
         self.needs_statistics = has_norms
         self.channels_last = self.device.type == "cuda"
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.module = module.to(device=self.device, dtype=self.dtype, memory_format=memory_format)
+        # torch's stubs omit Module.to(memory_format=...), which it accepts at runtime.
+        self.module = module.to(  # type: ignore[call-overload]
+            device=self.device, dtype=self.dtype, memory_format=memory_format
+        )
         self.bytes_per_pixel = bytes_per_pixel(module)
         self._lock = threading.Lock()
 
@@ -572,7 +575,8 @@ class Derainer:
                     kept = values[node][inner]
                     if node not in host:
                         host[node] = self._host_buffer((1, kept.shape[1], height, width), spare)
-                    host[node][(slice(None), slice(None), *core.slices)].copy_(kept)
+                    core_index = (slice(None), slice(None), *core.slices)
+                    host[node][core_index].copy_(kept)
                     if node in moments:
                         moments[node].add(kept)
             for norm_node, module in plan.norms.items():
@@ -614,7 +618,8 @@ class Derainer:
         """Evaluate one segment on the ``read`` box; frozen whole-image stats for the norms."""
         env: dict[fx.Node, torch.Tensor] = {}
         for node in segment.inputs:
-            crop = host[node][(slice(None), slice(None), *read.slices)]
+            read_index = (slice(None), slice(None), *read.slices)
+            crop = host[node][read_index]
             # On the CPU a view suffices unless an in-place layer would write through it.
             view_ok = self.device.type == "cpu" and node not in segment.mutated
             env[node] = crop if view_ok else self._device_tensor(crop)

@@ -69,7 +69,7 @@ def encode_generator(g: nn.Module, x: Tensor, layers: Sequence[int]) -> list[Ten
     if bad:
         raise ValueError(f"generator layers are 0..{len(seq) - 1}, got {bad}")
     found: dict[int, Tensor] = {}
-    for i, layer in enumerate(seq[: max(wanted) + 1]):
+    for i, layer in enumerate(list(seq)[: max(wanted) + 1]):
         x = layer(x)
         if i in wanted:
             found[i] = x

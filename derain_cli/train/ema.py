@@ -29,7 +29,7 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         decay = self.current_decay()
         self.updates += 1
-        ema = [p for p in self.module.parameters() if p.dtype.is_floating_point]
+        ema: list[torch.Tensor] = [p for p in self.module.parameters() if p.dtype.is_floating_point]
         live = [p.detach() for p in model.parameters() if p.dtype.is_floating_point]
         torch._foreach_lerp_(ema, live, 1.0 - decay)
         for ema_buffer, buffer in zip(self.module.buffers(), model.buffers(), strict=True):
