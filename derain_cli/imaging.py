@@ -455,14 +455,20 @@ def _exif_bytes(im: Image.Image, exif_obj: Image.Exif) -> bytes | None:
         return None  # unreadable EXIF is dropped rather than copied broken
 
 
-def _set_orientation_1(tiff: bytes) -> bytes:
-    """Patch the orientation in IFD0 to 1 in place, leaving every other byte as it was."""
+def _first_ifd(tiff: bytes) -> tuple[str, bytearray, int, int]:
+    """Byte order, a mutable copy, the offset of IFD0 and its entry count of a TIFF/EXIF block."""
     order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
     if order is None:
         raise ValueError("not TIFF-structured EXIF")
     buffer = bytearray(tiff)
     (ifd0,) = struct.unpack_from(order + "I", buffer, 4)
     (count,) = struct.unpack_from(order + "H", buffer, ifd0)
+    return order, buffer, ifd0, count
+
+
+def _set_orientation_1(tiff: bytes) -> bytes:
+    """Patch the orientation in IFD0 to 1 in place, leaving every other byte as it was."""
+    order, buffer, ifd0, count = _first_ifd(tiff)
     for index in range(count):
         offset = ifd0 + 2 + 12 * index
         tag, kind, n = struct.unpack_from(order + "HHI", buffer, offset)
@@ -478,12 +484,7 @@ def _drop_thumbnail(tiff: bytes) -> bytes:
     Every other byte keeps its offset; a thumbnail at the end of the block is cut off, one in the
     middle is blanked with zeros.
     """
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if order is None:
-        raise ValueError("not TIFF-structured EXIF")
-    buffer = bytearray(tiff)
-    (ifd0,) = struct.unpack_from(order + "I", buffer, 4)
-    (count,) = struct.unpack_from(order + "H", buffer, ifd0)
+    order, buffer, ifd0, count = _first_ifd(tiff)
     link = ifd0 + 2 + 12 * count
     (ifd1,) = struct.unpack_from(order + "I", buffer, link)
     if ifd1 == 0:
