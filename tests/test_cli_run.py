@@ -431,6 +431,30 @@ def test_help_states_the_real_megapixel_default() -> None:
     assert f"Default: {DEFAULT_MAX_MEGAPIXELS:g}" in " ".join(result.stdout.split())
 
 
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ([], "-o OUT [options]"),
+        (["run"], "hf://OWNER/REPO"),
+        (["weights"], "download"),
+        (["weights", "list"], "--json"),
+        (["weights", "download"], "hf://OWNER/REPO[@REVISION][/FILE]"),
+        (["weights", "convert"], "nlcl-realrain-G_B.pth"),
+        (["weights", "info"], "hf://"),
+        (["train"], "--print-config"),
+        (["eval"], "hf://OWNER/REPO[@REV][/FILE]"),
+        (["inspect-patches"], "--rain-weights"),
+    ],
+)
+def test_every_help_renders_in_full(command: list[str], expected: str) -> None:
+    """Help text is rich markup (an unescaped ``[/FILE]`` crashes ``--help``, ``[options]``
+    vanishes) in columns that cut a long unbreakable word with an ellipsis."""
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.exception
+    assert expected in result.stdout
+    assert "\u2026" not in result.stdout, result.stdout
+
+
 # ------------------------------------------------------------------------------- corrupt batch
 
 

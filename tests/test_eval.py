@@ -126,6 +126,7 @@ def test_cli_table_lists_problems_on_stderr(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "3 image(s) not scored" in result.stderr
     assert "only-clean" in result.stderr and "storm" in result.stderr
+    assert "set / image" in result.stderr  # per-image rows put the stem in that column
     assert result.stdout == ""
 
 

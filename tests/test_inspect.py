@@ -142,6 +142,14 @@ def test_cli_bad_usage_exits_2(tmp_path: Path, args: list[str]) -> None:
     assert result.exit_code == 2, result.output
 
 
+def test_cli_missing_image_is_bad_usage(tmp_path: Path) -> None:
+    """Like ``derain run``: an input that does not exist is exit 2, named in one line."""
+    missing = tmp_path / "nope.png"
+    result = runner.invoke(app, route(["inspect-patches", str(missing), "--json"]))
+    assert result.exit_code == 2, result.output
+    assert f"{missing}: no such file" in " ".join(result.stderr.split())
+
+
 def _save_generator(path: Path, seed: int) -> None:
     import torch
 

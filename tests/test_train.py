@@ -19,7 +19,14 @@ from derain_cli.cli.app import app
 from derain_cli.config import NLCLConfig
 from derain_cli.data import scan_folders
 from derain_cli.train.checkpoint import load_checkpoint
-from derain_cli.train.loop import Hooks, TrainingDiverged, build_objective, read_metrics, train
+from derain_cli.train.loop import (
+    Hooks,
+    TrainingDiverged,
+    build_objective,
+    loader_workers,
+    read_metrics,
+    train,
+)
 from derain_cli.train.step import StepParts, train_step
 
 runner = CliRunner()
@@ -156,6 +163,15 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(
     if module == "d":
         events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert events[-1]["event"] == "diverged" and not math.isfinite(events[-1]["d_total"])
+
+
+def test_loader_workers_are_capped_at_the_usable_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert loader_workers(4) == 2
+    assert loader_workers(1) == 1
+    assert loader_workers(0) == 0
 
 
 def test_missing_clean_folder_exits_2(tmp_path: Path) -> None:

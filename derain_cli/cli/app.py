@@ -18,7 +18,8 @@ from derain_cli.cli import evaluate, inspect_patches, run, train, weights
 app = typer.Typer(
     name="derain",
     help="Remove rain from photographs with NLCL (CVPR 2022).\n\n"
-    "Usage: derain IN... -o OUT [options]   (IN: images, folders, globs or -)",
+    "Usage: derain IN... -o OUT \\[options]   (IN: images, folders, globs or -)\n\n"
+    "derain --version prints the version.",
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},

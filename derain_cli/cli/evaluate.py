@@ -188,7 +188,7 @@ def _print_table(report: Report, *, per_image: bool, has_clean: bool) -> None:
     space = "RGB" if report.space == "rgb" else "Y"
     table = Table(title=f"derain eval ({space} PSNR/SSIM; NIQE lower is better)")
     table.add_column("method")
-    table.add_column("set")
+    table.add_column("set / image" if per_image else "set")
     table.add_column("n", justify="right")
     if has_clean:
         table.add_column("PSNR dB", justify="right")

@@ -93,6 +93,8 @@ def command(
             raise UsageError(f"-o {output}: must be a .png file")
         if rain_weights is not None and weights is None:
             raise UsageError("--rain-weights needs --weights (G_B) as well")
+        if not image.exists():
+            raise UsageError(f"{image}: no such file")
         points = [_parse_point(p) for p in at] if at else None
 
         from derain_cli import inspect as ins

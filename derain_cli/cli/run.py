@@ -82,7 +82,8 @@ def command(
         typer.Option(
             metavar="SPEC",
             help="Weights: a name from 'derain weights list', a .safetensors file, the authors' "
-            ".pth, or hf://OWNER/REPO\\[@REV]\\[/FILE]. Default: the bundled default weights.",
+            ".pth, or hf://OWNER/REPO (optionally @REV and /FILE). Default: the bundled default "
+            "weights.",
             show_default=False,
         ),
     ] = None,

@@ -99,7 +99,7 @@ def list_cmd(as_json: bool = AS_JSON, debug: bool = DEBUG) -> None:
 @app.command("download")
 def download_cmd(
     name: str = typer.Argument(
-        ..., help="A registered name, or hf://OWNER/REPO[@REVISION][/FILE]."
+        ..., help="A registered name, or hf://OWNER/REPO\\[@REVISION]\\[/FILE]."
     ),
     debug: bool = DEBUG,
 ) -> None:

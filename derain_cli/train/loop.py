@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -144,6 +145,19 @@ class Hooks:
     after_step: Callable[[int, nn.Module], None] | None = None
 
 
+def loader_workers(requested: int) -> int:
+    """``train.num_workers`` capped at the CPUs this process may use.
+
+    More workers than CPUs only adds contention (and torch warns about it twice per run); the
+    data order does not depend on the worker count, so capping never changes the results.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return max(0, min(requested, cpus))
+
+
 def total_steps(train: TrainConfig, num_rainy: int) -> int:
     """``steps``, or ``ceil(epochs * images / batch)`` when ``epochs`` is set."""
     if train.epochs > 0:
@@ -255,15 +269,16 @@ def train(
         _prepare_folder(paths, config, start)
     dataset = UnpairedCrops(folders, crop=tc.crop, seed=tc.seed, cache=tc.cache_images)
     preview = dataset.preview(tc.num_samples) if ctx.is_main and tc.sample_every else None
+    workers = loader_workers(tc.num_workers)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=local_batch,
         sampler=StepSampler(
             start=start, stop=total, global_batch=tc.batch_size, rank=ctx.rank, world=ctx.world
         ),
-        num_workers=tc.num_workers,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
-        prefetch_factor=4 if tc.num_workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None,
     )
 
     def autocast() -> contextlib.AbstractContextManager[Any]:
