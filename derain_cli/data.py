@@ -55,6 +55,8 @@ def resolve_folders(data: Path | str, clean: Path | str | None) -> tuple[Path, P
     :class:`UsageError` (exit 2), because the adversarial term needs unpaired clean photos.
     """
     data = Path(data)
+    if not data.exists():
+        raise UsageError(f"{data}: no such folder")
     if not data.is_dir():
         raise UsageError(f"{data}: not a folder of rainy images")
     rainy_dir = data / "rainy" if (data / "rainy").is_dir() else data

@@ -94,3 +94,12 @@ def test_sampler_resumes_where_it_stopped() -> None:
     tail = list(StepSampler(start=3, stop=5, global_batch=2, rank=0, world=1))
     assert full == list(range(10)) and tail == full[6:]
     assert len(StepSampler(start=3, stop=5, global_batch=4, rank=1, world=2)) == 4
+
+
+def test_missing_or_file_data_paths_say_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="nope: no such folder"):
+        resolve_folders(tmp_path / "nope", None)
+    a_file = tmp_path / "photo.jpg"
+    a_file.write_bytes(b"x")
+    with pytest.raises(UsageError, match="photo.jpg: not a folder of rainy images"):
+        resolve_folders(a_file, None)

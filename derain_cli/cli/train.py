@@ -18,6 +18,10 @@ from typing import Any
 import typer
 
 from derain_cli.cli.common import err_console, fail, user_errors
+from derain_cli.config import TrainConfig
+
+#: Shown in --help; the values themselves live in the config (one place for every default).
+_DEFAULTS = TrainConfig()
 
 
 class RichProgress:
@@ -102,14 +106,24 @@ def command(
     out: Path | None = typer.Option(
         None, "--out", help="Run folder (default: runs/nlcl-YYYYmmdd-HHMMSS).", show_default=False
     ),
-    gpus: int | None = typer.Option(None, "--gpus", help="Data-parallel ranks (processes)."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
-    steps: int | None = typer.Option(None, "--steps", help="Optimiser steps to reach."),
+    gpus: int | None = typer.Option(
+        None, "--gpus", help=f"Data-parallel ranks (processes). Default: {_DEFAULTS.gpus}."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help=f"auto, cpu, cuda or cuda:N. Default: {_DEFAULTS.device}."
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help=f"Optimiser steps to reach. Default: {_DEFAULTS.steps}."
+    ),
     epochs: int | None = typer.Option(None, "--epochs", help="Passes over the rainy images."),
     batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Global batch (split over ranks)."
+        None,
+        "--batch-size",
+        help=f"Global batch (split over ranks). Default: {_DEFAULTS.batch_size}.",
     ),
-    crop: int | None = typer.Option(None, "--crop", help="Random crop side in pixels."),
+    crop: int | None = typer.Option(
+        None, "--crop", help=f"Random crop side in pixels. Default: {_DEFAULTS.crop}."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     config_file: Path | None = typer.Option(
         None, "--config", help="TOML (or YAML) config file.", show_default=False
