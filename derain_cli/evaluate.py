@@ -7,7 +7,8 @@ existing results (``--pred``).
 
 * Pairing is by file stem (``rainy/a.png`` with ``clean/a.jpg``). Every stem that cannot be
   scored is reported as a :class:`Problem` (no clean image, no prediction, two files with the
-  same stem, sizes that differ, a file that cannot be read): nothing is dropped silently.
+  same stem, sizes that differ, a file that cannot be read): nothing is dropped silently. With
+  a limit, the stems after the last selected pair are only counted (``Plan.skipped``).
 * Each image is decoded once and every method runs on it before the next image, so a model is
   loaded once for the whole set and memory holds one image at a time.
 * Model outputs are quantised to the input's bit depth before scoring: the numbers are those of
@@ -60,8 +61,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Plan:
+    """The pairs to score and the stems that cannot be; ``skipped`` counts the stems that sort
+    after the last pair kept by ``limit`` (neither scored nor reported as problems)."""
+
     items: list[Item]
     problems: list[Problem]
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -225,11 +230,20 @@ def plan(
                 pred=found.get("--pred", {}).get(stem),
             )
         )
-    if limit is not None:
-        items = items[: max(0, limit)]
+    skipped = 0
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit}: must be at least 1")
+    if limit is not None and limit <= len(items):
+        # --limit selects the first N pairs by stem: stems sorting after the last of them were
+        # not looked at, so their problems (e.g. no prediction yet) are not reported.
+        last = items[limit - 1].stem
+        items = items[:limit]
+        beyond = {s for s in stems if s > last} | {p.stem for p in problems if p.stem > last}
+        problems = [p for p in problems if p.stem <= last]
+        skipped = len(beyond)
     if not items:
         raise UsageError("no image could be paired by file stem: " + _first_problems(problems))
-    return Plan(items=items, problems=problems)
+    return Plan(items=items, problems=problems, skipped=skipped)
 
 
 def _first_problems(problems: Sequence[Problem], count: int = 3) -> str:

@@ -159,7 +159,8 @@ def _query_indices(
     seed: int,
 ) -> list[int]:
     """Flat grid indices of the queries: the grid positions nearest ``points`` (original
-    pixels, top-left corners), else ``count`` distinct random ones drawn with ``seed``."""
+    pixels, top-left corners, inside the image), else ``count`` distinct random ones drawn
+    with ``seed``. Points past the last grid position snap to it."""
     rows, cols = grid
     if points:
         out = []
@@ -199,6 +200,14 @@ def inspect_image(
     if patch < 2 or stride < 1 or k < 1 or queries < 1:
         raise UsageError("--patch must be >= 2 and --k, --queries >= 1")
     h, w = rgb.shape[:2]
+    for x, y in at or []:
+        # In-image points snap to the nearest grid position; points outside it are refused
+        # rather than clamped to the border, which would show a patch nobody asked for.
+        if not (0 <= x < w and 0 <= y < h):
+            raise UsageError(
+                f"--at {x},{y}: outside {name or 'the image'} ({w}x{h} pixels: "
+                f"X 0-{w - 1}, Y 0-{h - 1})"
+            )
     scale = search_scale(h, w, max_side)
     image = resize_for_search(rgb, scale)
     layers = Layers(image=image)

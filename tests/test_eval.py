@@ -78,6 +78,40 @@ def test_duplicate_stems_are_reported(tmp_path: Path) -> None:
     assert any("several files" in p.reason for p in plan.problems if p.stem == "a-storm")
 
 
+def test_limit_reports_only_problems_among_the_selected_stems(tmp_path: Path) -> None:
+    """Stems after the N-th pair are counted, not listed; before it, problems still show."""
+    rainy, clean = _folders(tmp_path)
+    everything = ev.plan(rainy=rainy, clean=clean, pred=None)
+    assert everything.skipped == 0
+    assert ev.plan(rainy=rainy, clean=clean, pred=None, limit=5) == everything
+    # Sorted stems: a-storm a-streak b-storm b-streak only-clean only-rainy small-x.
+    plan = ev.plan(rainy=rainy, clean=clean, pred=None, limit=2)
+    assert [i.stem for i in plan.items] == ["a-storm", "a-streak"]
+    assert (plan.problems, plan.skipped) == ([], 5)
+    plan = ev.plan(rainy=rainy, clean=clean, pred=None, limit=4)
+    assert [p.stem for p in plan.problems] == [] and plan.skipped == 3
+    _write(rainy / "a-storm2.png", _pixels(40))  # between the selected pairs: still reported
+    plan = ev.plan(rainy=rainy, clean=clean, pred=None, limit=2)
+    assert [p.stem for p in plan.problems] == ["a-storm2"] and plan.skipped == 5
+
+
+def test_cli_limit_skips_unpaired_stems_beyond_it(tmp_path: Path) -> None:
+    rainy, pred = tmp_path / "rainy", tmp_path / "pred"
+    for i in range(6):
+        _write(rainy / f"r{i}.png", _pixels(i))
+    for i in range(2):
+        _write(pred / f"r{i}.png", _pixels(10 + i))
+    result = _invoke("eval", "--rainy", rainy, "--pred", pred, "--limit", "2", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["problems"] == []
+    assert "4 stem(s) beyond --limit 2 skipped" in " ".join(result.stderr.split())
+    assert "not scored" not in result.stderr
+    result = _invoke("eval", "--rainy", rainy, "--pred", pred, "--json", "-q")  # no --limit
+    assert result.exit_code == 1, result.output
+    assert [p["stem"] for p in json.loads(result.stdout)["problems"]] == ["r2", "r3", "r4", "r5"]
+    assert "4 image(s) not scored" in result.stderr and "skipped" not in result.stderr
+
+
 @pytest.fixture
 def tiny_weights(tmp_path: Path) -> Path:
     from derain_cli.nets.registry import build_generator
@@ -103,6 +137,8 @@ def test_cli_rows_json_csv_grid_and_save_dir(tmp_path: Path, tiny_weights: Path)
     assert doc["methods"] == ["input", "tiny", "tiny#2"]
     assert doc["space"] == "y"
     assert {p["stem"] for p in doc["problems"]} == {"only-rainy", "only-clean", "small-x"}
+    # --no-niqe: the key stays, null everywhere (empty in the CSV), like PSNR without --clean.
+    assert all(r["niqe"] is None for r in doc["images"] + doc["summary"])
     images = [r for r in doc["images"] if r["method"] == "tiny"]
     assert len(images) == 4 and all(r["seconds"] is not None for r in images)
     # The saved outputs are exactly what was scored.
@@ -116,6 +152,7 @@ def test_cli_rows_json_csv_grid_and_save_dir(tmp_path: Path, tiny_weights: Path)
         rows = list(csv.DictReader(handle))
     assert {r["method"] for r in rows} == {"input", "tiny", "tiny#2"}
     assert len([r for r in rows if r["stem"]]) == 12
+    assert all(r["niqe"] == "" for r in rows)
     grid = Image.open(out / "grid.png")
     assert grid.width > 3 * 40 and grid.height > 4 * 40  # 4 images x (rainy, 2 weights, clean)
 
@@ -127,7 +164,15 @@ def test_cli_table_lists_problems_on_stderr(tmp_path: Path) -> None:
     assert "3 image(s) not scored" in result.stderr
     assert "only-clean" in result.stderr and "storm" in result.stderr
     assert "set / image" in result.stderr  # per-image rows put the stem in that column
+    assert "PSNR" in result.stderr and "NIQE" not in result.stderr  # --no-niqe: no column
     assert result.stdout == ""
+
+
+def test_cli_niqe_column_shown_by_default(tmp_path: Path) -> None:
+    rainy, clean = _folders(tmp_path)
+    result = _invoke("eval", "--rainy", rainy, "--clean", clean, "--limit", "1")
+    assert result.exit_code == 0, result.output
+    assert "NIQE" in result.stderr and "PSNR" in result.stderr
 
 
 def test_cli_pred_folder_and_rgb(tmp_path: Path) -> None:

@@ -142,6 +142,23 @@ def test_cli_bad_usage_exits_2(tmp_path: Path, args: list[str]) -> None:
     assert result.exit_code == 2, result.output
 
 
+@pytest.mark.parametrize("point", ["9999,9999", "80,0", "0,96", "-1,0"])
+def test_cli_at_outside_the_image_is_refused(tmp_path: Path, point: str) -> None:
+    """Not clamped to the border: exit 2, naming the point and the image size (80x96)."""
+    src = _write_png(tmp_path / "rep.png", _repeat_image())
+    result = runner.invoke(app, route(["inspect-patches", str(src), "--at", point, "--json"]))
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert f"--at {point}: outside" in message and "80x96 pixels" in message
+    assert result.stdout == ""
+
+
+def test_at_inside_the_image_snaps_to_the_nearest_grid_position() -> None:
+    """The last pixel (79, 95) snaps to the last 16-px patch on the 8-px grid, (64, 80)."""
+    doc = ins.inspect_image(_as_float(_repeat_image()), at=[(79, 95), (13, 2)], k=1).to_dict()
+    assert [(q["x"], q["y"]) for q in doc["queries"]] == [(64, 80), (16, 0)]
+
+
 def test_cli_missing_image_is_bad_usage(tmp_path: Path) -> None:
     """Like ``derain run``: an input that does not exist is exit 2, named in one line."""
     missing = tmp_path / "nope.png"

@@ -81,7 +81,11 @@ def command(
     tile: TileOption = None,
     limit: Annotated[
         int | None,
-        typer.Option(min=1, metavar="N", help="Only the first N pairs (sorted by stem)."),
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Only the first N pairs (sorted by stem); later stems are not checked.",
+        ),
     ] = None,
     no_niqe: Annotated[bool, typer.Option("--no-niqe", help="Skip NIQE (faster).")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar.")] = False,
@@ -104,7 +108,9 @@ def command(
             grid_images=GRID_IMAGES if grid is not None else 0, quiet=quiet,
         )  # fmt: skip
         _print_problems(report)
-        _print_table(report, per_image=per_image, has_clean=clean is not None)
+        if plan.skipped:
+            err_console.print(f"{plan.skipped} stem(s) beyond --limit {limit} skipped")
+        _print_table(report, per_image=per_image, has_clean=clean is not None, has_niqe=not no_niqe)
         if csv_path is not None:
             ev.write_csv(csv_path, report)
         if grid is not None and rows:
@@ -182,22 +188,26 @@ def _fmt(value: float | None, digits: int) -> str:
     return "inf" if value == float("inf") else f"{value:.{digits}f}"
 
 
-def _print_table(report: Report, *, per_image: bool, has_clean: bool) -> None:
+def _print_table(report: Report, *, per_image: bool, has_clean: bool, has_niqe: bool) -> None:
+    """The means (and per-image rows); columns of metrics not computed are left out."""
     from rich.table import Table
 
     space = "RGB" if report.space == "rgb" else "Y"
-    table = Table(title=f"derain eval ({space} PSNR/SSIM; NIQE lower is better)")
+    about = [f"{space} PSNR/SSIM"] if has_clean else []
+    about += ["NIQE lower is better"] if has_niqe else []
+    table = Table(title=f"derain eval ({'; '.join(about)})")
     table.add_column("method")
     table.add_column("set / image" if per_image else "set")
     table.add_column("n", justify="right")
     if has_clean:
         table.add_column("PSNR dB", justify="right")
         table.add_column("SSIM", justify="right")
-    table.add_column("NIQE", justify="right")
+    if has_niqe:
+        table.add_column("NIQE", justify="right")
 
     def cells(psnr: float | None, ssim: float | None, niqe: float | None) -> list[str]:
         out = [_fmt(psnr, 2), _fmt(ssim, 4)] if has_clean else []
-        return [*out, _fmt(niqe, 3)]
+        return [*out, _fmt(niqe, 3)] if has_niqe else out
 
     for summary in report.summaries():
         table.add_row(
