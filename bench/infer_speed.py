@@ -111,8 +111,11 @@ def measure(
     size: tuple[int, int],
     repeats: int,
     tile: int | None,
+    host_memory: int | None = None,
 ) -> Row:
-    derainer = Derainer(module, device=device, precision=precision, tile=tile)
+    derainer = Derainer(
+        module, device=device, precision=precision, tile=tile, host_memory=host_memory
+    )
     height, width = size
     rng = np.random.default_rng(0)
     image = rng.random((height, width, 3), dtype=np.float32)
@@ -158,6 +161,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cpu-max-size", type=int, default=4096, help="skip CPU sizes with a side above this"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--host-memory-mb",
+        type=float,
+        default=None,
+        help="host budget of streamed tiles before memory-mapped files (0 = always files)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     return parser.parse_args(argv)
 
@@ -200,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             repeats = 1 if device == "cpu" and max(height, width) > 1024 else args.repeats
             for name, module in models():
-                row = measure(name, module, device, precision, (height, width), repeats, args.tile)
+                host = None if args.host_memory_mb is None else int(args.host_memory_mb * 2**20)
+                size = (height, width)
+                row = measure(name, module, device, precision, size, repeats, args.tile, host)
                 rows.append(row)
                 print(
                     f"{row.model[:58]:58} {row.device[:32]:32} {row.size:>9} {row.tile:>5} "

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from derain_cli.errors import UsageError
+from derain_cli.errors import DerainError, UsageError
 from derain_cli.inference import engine
 from derain_cli.inference.engine import Derainer, auto_tile, resolve_device, resolve_dtype
 from derain_cli.inference.tiling import grid_tiles, plan_tiles, strip_tiles
@@ -358,3 +358,158 @@ def test_tiny_images_are_padded_not_refused(shape: tuple[int, int]) -> None:
         rgb, ((0, max(0, side - shape[0])), (0, max(0, side - shape[1])), (0, 0)), "edge"
     )
     np.testing.assert_allclose(out, derainer(canvas)[: shape[0], : shape[1]], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- host memory
+
+
+def _mapped_under(folder: Path) -> list[str]:
+    """Files under ``folder`` mapped into this process (Linux ``/proc/self/maps``)."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return []
+    return [line for line in maps.read_text().splitlines() if str(folder) in line]
+
+
+@pytest.fixture
+def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    monkeypatch.setenv(engine.TMPDIR_ENV, str(folder))
+    monkeypatch.delenv(engine.HOST_MEMORY_ENV, raising=False)
+    return folder
+
+
+@pytest.mark.parametrize("tile", [32, 48], ids=["grid", "strips"])
+def test_memory_mapped_buffers_give_the_same_result(spill_dir: Path, tile: int) -> None:
+    generator = small_generator()
+    image = synthetic_rain(80, 96)
+    whole = Derainer(generator, device="cpu", tile=0)(image)
+    in_ram = Derainer(generator, device="cpu", tile=tile, host_memory=2**40)
+    mapped = Derainer(generator, device="cpu", tile=tile, host_memory=1)
+    ram_out, mapped_out = in_ram(image), mapped(image)
+    assert mapped.spilled and not in_ram.spilled
+    np.testing.assert_array_equal(mapped_out, ram_out)  # same arithmetic, other storage
+    assert np.abs(mapped_out - whole).max() < 1e-6
+    assert list(spill_dir.iterdir()) == []
+
+
+def test_buffers_live_in_temporary_files_only_during_the_run(
+    spill_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    derainer = Derainer(small_generator(), device="cpu", tile=48, host_memory=1024)
+    seen: list[tuple[list[Path], list[str]]] = []
+    run_segment = Derainer._run_segment
+
+    def spy(self: Derainer, *args: object) -> dict:
+        seen.append((list(spill_dir.iterdir()), _mapped_under(spill_dir)))
+        return run_segment(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Derainer, "_run_segment", spy)
+    derainer(synthetic_rain(80, 96))
+    folders, mapped = seen[-1]
+    assert len(folders) == 1 and folders[0].name.startswith("derain-")
+    if Path("/proc/self/maps").exists():
+        assert len(mapped) == 2  # two 8-channel buffers, unlinked but mapped
+    assert list(spill_dir.iterdir()) == [] and _mapped_under(spill_dir) == []
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_temporary_files_are_removed_when_the_model_fails(
+    spill_dir: Path, monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
+) -> None:
+    derainer = Derainer(small_generator(), device="cpu", tile=48, host_memory=0)
+    calls: list[int] = []
+    run_segment = Derainer._run_segment
+
+    def failing(self: Derainer, *args: object) -> dict:
+        calls.append(1)
+        if len(calls) == 7:
+            assert list(spill_dir.iterdir())  # the files are there mid-run
+            raise error("boom")
+        return run_segment(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Derainer, "_run_segment", failing)
+    with pytest.raises(error, match="boom"):
+        derainer(synthetic_rain(80, 96))
+    assert list(spill_dir.iterdir()) == [] and _mapped_under(spill_dir) == []
+
+
+def test_host_buffers_are_two_activations_and_the_estimate_is_exact(
+    spill_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pieces write over inputs they no longer need: 2 full-size tensors, not 4."""
+    arenas: list[engine._HostArena] = []
+
+    class Recorded(engine._HostArena):
+        def __enter__(self) -> engine._HostArena:
+            arenas.append(self)
+            return super().__enter__()
+
+    monkeypatch.setattr(engine, "_HostArena", Recorded)
+    derainer = Derainer(small_generator(), device="cpu", tile=48)
+    assert derainer.stream_plan is not None
+    for budget in (2**40, 0):
+        derainer.host_memory = budget
+        derainer(synthetic_rain(80, 96))
+    expected = engine.host_buffer_bytes(derainer.stream_plan, 80, 96, 4)
+    assert expected == 2 * 8 * 80 * 96 * 4
+    assert [a.allocated for a in arenas] == [expected, expected]
+    assert [a.spill_to for a in arenas] == [None, spill_dir]
+
+
+def test_default_budget_follows_available_memory_and_the_environment(
+    spill_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = synthetic_rain(80, 96)
+    needed = 2 * 8 * 80 * 96 * 4
+    derainer = Derainer(small_generator(), device="cpu", tile=48)
+    monkeypatch.setattr(engine, "available_host_bytes", lambda: 4 * needed)
+    derainer(image)
+    assert not derainer.spilled
+    monkeypatch.setattr(engine, "available_host_bytes", lambda: needed)  # half is too little
+    derainer(image)
+    assert derainer.spilled
+    monkeypatch.setenv(engine.HOST_MEMORY_ENV, "0.5")
+    assert Derainer(small_generator(), device="cpu").host_memory == 2**19
+    for bad in ("lots", "-1", "nan"):
+        monkeypatch.setenv(engine.HOST_MEMORY_ENV, bad)
+        with pytest.raises(UsageError, match=engine.HOST_MEMORY_ENV):
+            Derainer(small_generator(), device="cpu")
+    with pytest.raises(UsageError, match="host memory"):
+        Derainer(small_generator(), device="cpu", host_memory=-1)
+
+
+def test_spilling_problems_are_one_line_errors(
+    spill_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = synthetic_rain(80, 96)
+    derainer = Derainer(small_generator(), device="cpu", tile=48, host_memory=0)
+    monkeypatch.setenv(engine.TMPDIR_ENV, str(spill_dir / "missing"))
+    with pytest.raises(UsageError, match="not an existing folder"):
+        derainer(image)
+    monkeypatch.setenv(engine.TMPDIR_ENV, str(spill_dir))
+    full = SimpleNamespace(total=10**9, used=10**9, free=1000)
+    monkeypatch.setattr(engine.shutil, "disk_usage", lambda _path: full)
+    with pytest.raises(DerainError, match="not enough free disk space"):
+        derainer(image)
+    assert list(spill_dir.iterdir()) == []
+
+
+def test_tmpfs_temp_folder_is_avoided(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(engine.TMPDIR_ENV, raising=False)
+    monkeypatch.setattr(engine, "_filesystem_type", lambda _path: "tmpfs")
+    expected = Path("/var/tmp") if Path("/var/tmp").is_dir() else None
+    if expected is not None and engine.os.access(expected, engine.os.W_OK):
+        assert engine.spill_directory() == expected
+    monkeypatch.setattr(engine, "_filesystem_type", lambda _path: "ext4")
+    assert engine.spill_directory() == Path(engine.tempfile.gettempdir())
+
+
+def test_large_images_are_never_run_whole_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """45 MP untiled would need ~29 GB at 640 B/px: CPU tiles are capped whatever the RAM."""
+    monkeypatch.setattr(engine, "free_device_bytes", lambda device: 2**40)
+    assert auto_tile(5504, 8256, torch.device("cpu"), 640) == engine.CPU_MAX_TILE
+    derainer = Derainer(NLCLGenerator(), device="cpu")
+    assert derainer.bytes_per_pixel == 640
+    assert derainer.tile_for(5504, 8256) == engine.CPU_MAX_TILE

@@ -10,6 +10,7 @@ from derain_cli.inference.tiling import (
     Box,
     feather_weights,
     grid_tiles,
+    in_place_schedule,
     merge,
     plan_tiles,
     split,
@@ -124,3 +125,62 @@ def test_strip_tiles_cover_whole_rows_or_fall_back_to_squares() -> None:
     assert strip_tiles(10, 20, 64) == [Box(0, 10, 0, 20)]
     with pytest.raises(ValueError):
         strip_tiles(10, 10, 0)
+
+
+def _box_sum(image: np.ndarray, box: Box, halo: int) -> np.ndarray:
+    """Sum over a (2 halo + 1)^2 window (zero outside the image) for the pixels of ``box``."""
+    padded = np.pad(image, halo)
+    out = np.zeros((box.height, box.width))
+    for dy in range(2 * halo + 1):
+        for dx in range(2 * halo + 1):
+            out += padded[box.y0 + dy : box.y1 + dy, box.x0 + dx : box.x1 + dx]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "halo"),
+    [(80, 96, 48, 1), (80, 96, 48, 2), (80, 96, 32, 1), (70, 50, 20, 2), (9, 200, 8, 1)],
+    ids=["strips-1", "strips-2", "grid-1", "grid-2", "wide-grid"],
+)
+def test_in_place_schedule_never_reads_overwritten_pixels(
+    height: int, width: int, tile: int, halo: int
+) -> None:
+    """A local filter written over its own input with the schedule equals the filter."""
+    rng = np.random.default_rng(3)
+    image = rng.random((height, width))
+    expected = _box_sum(image, Box(0, height, 0, width), halo)
+    cores = strip_tiles(height, width, tile)
+    schedule = in_place_schedule(cores, halo, height, width)
+    buffer = image.copy()  # input and output share this array
+    pending: list[tuple[int, Box, np.ndarray]] = []
+    for index, core in enumerate(cores):
+        read = with_halo(core, halo, height, width)
+        # The filter sees only the read box (zero beyond the image edge, as the network does).
+        window = np.zeros((read.height + 2 * halo, read.width + 2 * halo))
+        window[halo:-halo, halo:-halo] = buffer[read.slices]
+        local = _box_sum(window[halo:-halo, halo:-halo], Box(0, read.height, 0, read.width), halo)
+        value = local[core.y0 - read.y0 : core.y1 - read.y0, core.x0 - read.x0 : core.x1 - read.x0]
+        cut = core.y0 + schedule[index].safe_rows
+        buffer[core.y0 : cut, core.x0 : core.x1] = value[: cut - core.y0]
+        later = Box(cut, core.y1, core.x0, core.x1)
+        pending.append((schedule[index].flush_after, later, value[cut - core.y0 :].copy()))
+        assert schedule[index].flush_after >= index
+        for _, box, rows in [p for p in pending if p[0] <= index]:
+            buffer[box.slices] = rows
+        pending = [p for p in pending if p[0] > index]
+    assert not pending
+    np.testing.assert_allclose(buffer, expected, rtol=0, atol=1e-12)
+
+
+def test_in_place_schedule_of_strips_delays_only_the_halo_rows() -> None:
+    cores = strip_tiles(100, 64, 32)  # 16-row strips
+    assert all(core.width == 64 for core in cores)
+    schedule = in_place_schedule(cores, 2, 100, 64)
+    for index, (core, write) in enumerate(zip(cores, schedule, strict=True)):
+        last = index == len(cores) - 1
+        assert write.safe_rows == (core.height if last else core.height - 2)
+        assert write.flush_after == index + (0 if last else 1)
+    # 2 x 2 squares: a right neighbour reads the core's every row, the row below its last one.
+    grid = grid_tiles(64, 64, 32)
+    writes = in_place_schedule(grid, 1, 64, 64)
+    assert [(w.safe_rows, w.flush_after) for w in writes] == [(0, 3), (31, 3), (0, 3), (32, 3)]

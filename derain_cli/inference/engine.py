@@ -15,17 +15,30 @@ sum and sum of squares of every InstanceNorm input are accumulated (float64). Th
 normalises with these frozen whole-image statistics. The result equals the untiled output up to
 floating-point rounding; only tiles (and one mean/std vector per norm) ever reach the device.
 
+Host memory of the streamed path. A piece whose input is not needed afterwards writes its output
+over that input (delaying the few rows that later tiles still read as halo), so the authors' net
+keeps two full-resolution 32-channel tensors on the host instead of four. When even those exceed
+the host budget (``host_memory``, ``$DERAIN_HOST_MEMORY_MB``, default half the memory available
+now) they live in memory-mapped temporary files (``$DERAIN_TMPDIR`` or the system temp folder),
+which the strip-by-strip access pattern lets the OS page cache serve well; the files are removed
+when the image is done, failed or interrupted.
+
 Networks without such a norm are tiled the classic way: overlapping tiles blended with cosine
 feathering (``tiling.py``). See ``docs/inference.md`` for the measured agreement.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import operator
 import os
+import shutil
+import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,8 +47,16 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from derain_cli.errors import UsageError
-from derain_cli.inference.tiling import Blender, Box, plan_tiles, strip_tiles, with_halo
+from derain_cli.errors import DerainError, UsageError
+from derain_cli.inference.tiling import (
+    Blender,
+    Box,
+    InPlaceWrite,
+    in_place_schedule,
+    plan_tiles,
+    strip_tiles,
+    with_halo,
+)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -54,6 +75,13 @@ LIVE_ACTIVATIONS = 5
 ESTIMATE_ITEMSIZE = 4
 #: Fraction of the free memory that automatic tiling plans to use.
 MEMORY_FRACTION = 0.5
+#: Fraction of the host memory available now that the streamed path's full-resolution buffers
+#: may take before they move to memory-mapped temporary files.
+HOST_MEMORY_FRACTION = 0.5
+#: Environment variable: host memory budget in megabytes (MiB) for the streamed path's buffers.
+HOST_MEMORY_ENV = "DERAIN_HOST_MEMORY_MB"
+#: Environment variable: folder for the memory-mapped buffers (default: the system temp folder).
+TMPDIR_ENV = "DERAIN_TMPDIR"
 
 
 class HasModule(Protocol):
@@ -184,6 +212,58 @@ def auto_tile(height: int, width: int, device: torch.device, per_pixel: int) -> 
     return 0 if height * width * per_pixel <= budget else side
 
 
+def host_memory_from_env() -> int | None:
+    """``$DERAIN_HOST_MEMORY_MB`` in bytes (None when unset); malformed values are UsageErrors."""
+    text = os.environ.get(HOST_MEMORY_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes >= 0:  # also rejects nan
+        raise UsageError(f"{HOST_MEMORY_ENV}={text}: expected a number of megabytes >= 0")
+    return int(megabytes * 2**20)
+
+
+def _filesystem_type(path: Path) -> str:
+    """Type of the filesystem holding ``path`` from ``/proc/mounts`` ("" where unknown)."""
+    try:
+        mounts = Path("/proc/mounts").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    best, kind = "", ""
+    target = str(path.resolve())
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > len(best):
+            best, kind = mount, fields[2]
+    return kind
+
+
+def spill_directory() -> Path:
+    """Where memory-mapped buffers go: ``$DERAIN_TMPDIR``, else the system temp folder.
+
+    A temp folder on ``tmpfs`` (RAM-backed, the default ``/tmp`` on several Linux distributions)
+    would not relieve memory at all, so ``/var/tmp`` (on disk) is used instead when it exists.
+    """
+    configured = os.environ.get(TMPDIR_ENV, "").strip()
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"{TMPDIR_ENV}={configured}: not an existing folder")
+        return path
+    default = Path(tempfile.gettempdir())
+    var_tmp = Path("/var/tmp")
+    if _filesystem_type(default) == "tmpfs" and var_tmp.is_dir() and os.access(var_tmp, os.W_OK):
+        return var_tmp
+    return default
+
+
 # --------------------------------------------------------------------------- streaming plan
 
 
@@ -280,6 +360,8 @@ class Segment:
     release: list[fx.Node]  # host tensors no longer needed after this piece
     measured: list[fx.Node]  # stored outputs that feed a norm: whole-image stats gathered
     mutated: set[fx.Node]  # inputs that an in-place layer would overwrite: always copied
+    #: store -> released input of the same shape whose host buffer the store takes over
+    reuse: dict[fx.Node, fx.Node] = field(default_factory=dict)
 
 
 @dataclass
@@ -359,6 +441,13 @@ def build_stream_plan(module: nn.Module) -> StreamPlan:
             if node is not result and all(user in computed for user in node.users)
         ]
         materialised -= set(release)
+        reusable = [node for node in release if node in inputs]
+        reuse: dict[fx.Node, fx.Node] = {}
+        for node in stores:
+            match = next((r for r in reusable if _channels(r) == _channels(node)), None)
+            if match is not None:
+                reuse[node] = match
+                reusable.remove(match)
         segments.append(
             Segment(
                 nodes=ordered,
@@ -369,9 +458,38 @@ def build_stream_plan(module: nn.Module) -> StreamPlan:
                 release=release,
                 measured=[node for node in stores if node in norm_inputs],
                 mutated={node for node in inputs if _mutated_in_place(gm, node, members)},
+                reuse=reuse,
             )
         )
     return StreamPlan(graph=gm, placeholder=placeholder, segments=segments, norms=norms)
+
+
+def _channels(node: fx.Node) -> int:
+    """Channel count of a traced tensor (from the shape propagation in ``_check_shapes``)."""
+    return int(node.meta["tensor_meta"].shape[1])
+
+
+def host_buffer_bytes(plan: StreamPlan, height: int, width: int, itemsize: int) -> int:
+    """Bytes of the full-resolution host buffers a streamed run of ``plan`` allocates.
+
+    Mirrors :meth:`Derainer._run_streamed`: a store that takes over a released input's buffer
+    costs nothing, a released buffer is reused by a later store of the same shape, and every
+    buffer stays allocated until the image is done. The input tensor itself is not counted.
+    """
+    spare: list[int] = []
+    total = 0
+    for segment in plan.segments:
+        for node in segment.stores:
+            if node in segment.reuse:
+                continue
+            channels = _channels(node)
+            if channels in spare:
+                spare.remove(channels)
+            else:
+                total += channels * height * width * itemsize
+        taken = set(segment.reuse.values())
+        spare += [_channels(node) for node in segment.release if node not in taken]
+    return total
 
 
 def _mutated_in_place(gm: fx.GraphModule, node: fx.Node, members: set[fx.Node]) -> bool:
@@ -453,6 +571,9 @@ class Derainer:
     fits), 0 never tiles, N uses N x N tiles. ``overlap`` is the width of the feathered overlap
     between tiles (at most a quarter of the tile) for networks without image-statistics norms;
     InstanceNorm networks are tiled exactly (module docstring) and need no blending.
+    ``host_memory``: bytes of host RAM the full-resolution buffers of such a tiled run may take
+    before they are memory-mapped to temporary files (None: ``$DERAIN_HOST_MEMORY_MB``, else half
+    the memory available at each call; 0 always uses files).
 
     Calls are serialised by a lock, so one worker thread may run the model while others decode.
     """
@@ -465,6 +586,7 @@ class Derainer:
         precision: str = "auto",
         tile: int | None = None,
         overlap: int = 32,
+        host_memory: int | None = None,
     ) -> None:
         module = weights if isinstance(weights, nn.Module) else getattr(weights, "module", None)
         if not isinstance(module, nn.Module):
@@ -473,10 +595,15 @@ class Derainer:
             raise UsageError(f"--tile {tile}: must be 0 (off) or a positive number of pixels")
         if overlap < 0:
             raise UsageError(f"--overlap {overlap}: must be >= 0")
+        if host_memory is not None and host_memory < 0:
+            raise UsageError(f"host memory budget {host_memory}: must be >= 0 bytes")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(precision, self.device)
         self.tile = tile
         self.overlap = overlap
+        self.host_memory = host_memory if host_memory is not None else host_memory_from_env()
+        #: Whether the last streamed run kept its buffers in memory-mapped files.
+        self.spilled = False
         self.arch: str = str(getattr(weights, "arch", type(module).__name__))
         self.description = describe(self.device, self.dtype)
         module.eval()
@@ -556,13 +683,49 @@ class Derainer:
                 "use --tile 0"
             )
         height, width = rgb.shape[:2]
-        host: dict[fx.Node, torch.Tensor] = {plan.placeholder: _to_tensor(rgb).to(self.dtype)}
+        itemsize = torch.empty(0, dtype=self.dtype).element_size()
+        needed = host_buffer_bytes(plan, height, width, itemsize)
+        budget = self.host_memory
+        if budget is None:
+            budget = int(available_host_bytes() * HOST_MEMORY_FRACTION)
+        spill = spill_directory() if needed > budget else None
+        self.spilled = spill is not None
+        arena = _HostArena(
+            pin=self.device.type == "cuda" and spill is None,
+            channels_last=self.channels_last,
+            spill_to=spill,
+            spill_bytes=needed,
+        )
+        with arena:
+            host = {plan.placeholder: _to_tensor(rgb).to(self.dtype)}
+            self._stream_segments(plan, host, arena, strip_tiles(height, width, tile))
+            return _to_image(host[plan.segments[-1].target])  # a copy: the arena may unmap
+
+    def _stream_segments(
+        self,
+        plan: StreamPlan,
+        host: dict[fx.Node, torch.Tensor],
+        arena: _HostArena,
+        cores: list[Box],
+    ) -> None:
+        """Run every segment over every core, filling ``host`` with the stored tensors.
+
+        ``cores`` are full-width strips where possible: one contiguous host copy per strip.
+        """
+        _, _, height, width = host[plan.placeholder].shape
         stats: dict[fx.Node, tuple[torch.Tensor, torch.Tensor]] = {}
-        cores = strip_tiles(height, width, tile)  # whole rows: one contiguous copy per strip
-        spare: list[torch.Tensor] = []  # released host buffers, reused (pinning is costly)
         for segment in plan.segments:
             moments = {node: _Moments() for node in segment.measured}
-            for core in cores:
+            for node in segment.stores:
+                source = segment.reuse.get(node)
+                channels = _channels(node)
+                if source is not None:
+                    host[node] = host[source]
+                else:
+                    host[node] = arena.take((1, channels, height, width), self.dtype)
+            schedule = in_place_schedule(cores, segment.halo, height, width)
+            pending: list[tuple[int, Box, dict[fx.Node, torch.Tensor]]] = []
+            for index, core in enumerate(cores):
                 read = with_halo(core, segment.halo, height, width)
                 values = self._run_segment(plan, segment, host, stats, read)
                 inner = (
@@ -571,41 +734,53 @@ class Derainer:
                     slice(core.y0 - read.y0, core.y1 - read.y0),
                     slice(core.x0 - read.x0, core.x1 - read.x0),
                 )
-                for node in segment.stores:
-                    kept = values[node][inner]
-                    if node not in host:
-                        host[node] = self._host_buffer((1, kept.shape[1], height, width), spare)
-                    core_index = (slice(None), slice(None), *core.slices)
-                    host[node][core_index].copy_(kept)
+                kept = {node: values[node][inner] for node in segment.stores}
+                for node, value in kept.items():
                     if node in moments:
-                        moments[node].add(kept)
+                        moments[node].add(value)
+                for node in segment.stores:  # fresh buffers first: a value may view an input
+                    if node not in segment.reuse:
+                        host[node][_region(core)].copy_(kept[node])
+                pending.append(self._write_over_inputs(segment, host, kept, core, schedule[index]))
+                for _, box, rows in [p for p in pending if p[0] <= index]:
+                    for node, value in rows.items():
+                        host[node][_region(box)].copy_(value)
+                pending = [p for p in pending if p[0] > index]
             for norm_node, module in plan.norms.items():
                 source = _only_input(norm_node)
                 if source in moments:
                     eps = float(module.eps)  # type: ignore[arg-type]
                     stats[norm_node] = moments[source].frozen(eps, self.device)
+            taken = set(segment.reuse.values())
             for node in segment.release:
-                spare.append(host.pop(node))
-        return _to_image(host[plan.segments[-1].target])
+                buffer = host.pop(node)
+                if node not in taken:
+                    arena.give(buffer)
 
-    def _host_buffer(
-        self, shape: tuple[int, int, int, int], spare: list[torch.Tensor]
-    ) -> torch.Tensor:
-        """A full-resolution host tensor: a released one of the same shape, else a new one.
+    def _write_over_inputs(
+        self,
+        segment: Segment,
+        host: dict[fx.Node, torch.Tensor],
+        kept: dict[fx.Node, torch.Tensor],
+        core: Box,
+        write: InPlaceWrite,
+    ) -> tuple[int, Box, dict[fx.Node, torch.Tensor]]:
+        """Write the rows of ``core`` no later tile reads; return the rest for later.
 
-        For CUDA it is page-locked (faster, asynchronous-capable copies) and channels-last like
-        the device tensors, so that a tile's rows are contiguous runs of pixels x channels.
+        Applies to stores that took over an input's buffer: their deferred rows are copied (to
+        the host) because the computed value may be a view of the very input being overwritten.
         """
-        for index, buffer in enumerate(spare):
-            if buffer.shape == shape and buffer.dtype == self.dtype:
-                return spare.pop(index)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return torch.empty(
-            shape,
-            dtype=self.dtype,
-            pin_memory=self.device.type == "cuda",
-            memory_format=memory_format,
-        )
+        cut = core.y0 + write.safe_rows
+        now = Box(core.y0, cut, core.x0, core.x1)
+        later = Box(cut, core.y1, core.x0, core.x1)
+        rows: dict[fx.Node, torch.Tensor] = {}
+        for node in segment.reuse:
+            value = kept[node]
+            if now.height:
+                host[node][_region(now)].copy_(value[:, :, : now.height])
+            if later.height:
+                rows[node] = value[:, :, now.height :].to("cpu", copy=True)
+        return write.flush_after, later, rows
 
     def _run_segment(
         self,
@@ -674,6 +849,119 @@ class _Moments:
             self.mean.float().view(shape).to(device),
             rstd.float().view(shape).to(device),
         )
+
+
+class _HostArena:
+    """Full-resolution host buffers of one streamed run: in RAM or memory-mapped files.
+
+    ``take`` returns a released buffer of the same shape when there is one; ``allocated`` counts
+    the bytes of new buffers (what :func:`host_buffer_bytes` predicts). With ``spill_to`` every
+    new buffer is a file in a private temporary folder under it, mapped with ``torch.from_file``
+    and, on POSIX, unlinked at once (the mapping keeps the data), so that nothing is left behind
+    even if the process is killed; the folder is removed on exit, also after an error or Ctrl-C.
+    """
+
+    def __init__(
+        self, *, pin: bool, channels_last: bool, spill_to: Path | None, spill_bytes: int = 0
+    ) -> None:
+        self.pin = pin
+        self.channels_last = channels_last
+        self.spill_to = spill_to
+        self.spill_bytes = spill_bytes
+        self.allocated = 0
+        self.directory: Path | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._buffers: list[torch.Tensor] = []  # released, reusable
+
+    def __enter__(self) -> _HostArena:
+        if self.spill_to is not None:
+            try:
+                free = shutil.disk_usage(self.spill_to).free
+                self._tmp = tempfile.TemporaryDirectory(
+                    prefix="derain-", dir=self.spill_to, ignore_cleanup_errors=True
+                )
+            except OSError as exc:
+                raise UsageError(
+                    f"{self.spill_to}: cannot create temporary files ({exc.strerror}); "
+                    f"set {TMPDIR_ENV} to a writable folder"
+                ) from exc
+            if free < self.spill_bytes:
+                self._tmp.cleanup()
+                raise _no_space(self.spill_to, self.spill_bytes, free)
+            self.directory = Path(self._tmp.name)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._buffers.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def take(self, shape: tuple[int, int, int, int], dtype: torch.dtype) -> torch.Tensor:
+        for index, buffer in enumerate(self._buffers):
+            if buffer.shape == shape and buffer.dtype == dtype:
+                return self._buffers.pop(index)
+        self.allocated += math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        if self.directory is not None:
+            return self._mapped(shape, dtype)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return torch.empty(shape, dtype=dtype, pin_memory=self.pin, memory_format=memory_format)
+
+    def give(self, buffer: torch.Tensor) -> None:
+        self._buffers.append(buffer)
+
+    def _mapped(self, shape: tuple[int, int, int, int], dtype: torch.dtype) -> torch.Tensor:
+        assert self.directory is not None
+        numel = math.prod(shape)
+        nbytes = numel * torch.empty(0, dtype=dtype).element_size()
+        fd, name = tempfile.mkstemp(prefix="buffer-", suffix=".bin", dir=self.directory)
+        try:
+            _reserve(fd, nbytes, self.directory)
+        finally:
+            os.close(fd)
+        flat = torch.from_file(name, shared=True, size=numel, dtype=dtype)
+        if os.name == "posix":
+            os.unlink(name)  # the mapping keeps the pages; nothing survives the process
+        batch, channels, height, width = shape
+        if self.channels_last:
+            return flat.view(batch, height, width, channels).permute(0, 3, 1, 2)
+        return flat.view(shape)
+
+
+def _reserve(fd: int, nbytes: int, directory: Path) -> None:
+    """Give the file its size, reserving the disk blocks now where the OS can.
+
+    Writing to a memory-mapped page that the disk has no room for kills the process (SIGBUS);
+    reserving up front turns that into an error message instead.
+    """
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is not None:
+        try:
+            allocate(fd, 0, nbytes)
+            return
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG):
+                raise _no_space(directory, nbytes, shutil.disk_usage(directory).free) from exc
+            # filesystems without fallocate (EOPNOTSUPP, EINVAL): a sparse file will do
+    os.ftruncate(fd, nbytes)
+
+
+def _no_space(directory: Path, needed: int, free: int) -> DerainError:
+    return DerainError(
+        f"{directory}: not enough free disk space for the image's temporary buffers "
+        f"({needed / 2**30:.1f} GiB needed, {free / 2**30:.1f} GiB free); set {TMPDIR_ENV} to "
+        f"another folder or raise {HOST_MEMORY_ENV}"
+    )
+
+
+def _region(box: Box) -> tuple[slice, slice, slice, slice]:
+    """Index of ``box`` in an ``N x C x H x W`` tensor."""
+    return (slice(None), slice(None), *box.slices)
 
 
 def _frozen_norm(

@@ -196,3 +196,35 @@ def strip_tiles(height: int, width: int, tile: int) -> list[Box]:
     count = math.ceil(height / rows)
     ys = [round(i * height / count) for i in range(count + 1)]
     return [Box(ys[i], ys[i + 1], 0, width) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class InPlaceWrite:
+    """When a core's result may overwrite the input it was computed from (see below)."""
+
+    safe_rows: int  # rows from the top of the core that no later tile reads: write at once
+    flush_after: int  # index of the last tile that reads the other rows: write them after it
+
+
+def in_place_schedule(cores: list[Box], halo: int, height: int, width: int) -> list[InPlaceWrite]:
+    """Let a tile loop write its outputs into the buffer of an input it is still reading.
+
+    ``cores`` are processed in order, each read with ``halo`` pixels of context. Writing core
+    ``j``'s output over the input at once would corrupt the halo that later tiles still read, so
+    the rows of the core that a later read box touches wait until the last such tile has run.
+    For full-width strips that is only the bottom ``halo`` rows of each strip, for which one tile
+    of delay suffices; for a grid it is the whole core until the next row of tiles has run.
+    Cores must be ordered by their top row (as :func:`grid_tiles` and :func:`strip_tiles` are).
+    """
+    reads = [with_halo(core, halo, height, width) for core in cores]
+    schedule: list[InPlaceWrite] = []
+    for index, core in enumerate(cores):
+        cut, last = core.y1, index
+        for later in range(index + 1, len(cores)):
+            read = reads[later]
+            if read.y0 >= core.y1:
+                break  # read boxes start no higher than their predecessors': none can touch it
+            if read.y1 > core.y0 and read.x0 < core.x1 and read.x1 > core.x0:
+                cut, last = min(cut, max(read.y0, core.y0)), later
+        schedule.append(InPlaceWrite(safe_rows=cut - core.y0, flush_after=last))
+    return schedule
