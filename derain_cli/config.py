@@ -214,6 +214,18 @@ class TrainConfig:
         _require(*checks)
 
 
+def _worst_case_candidates(sampler: SamplerConfig, crop: int) -> int:
+    """Fewest block-matching candidates any query has on a ``crop x crop`` image (an interior
+    query: the query itself and, with ``exclude_overlap``, every overlapping patch are excluded;
+    a search window bounds the rest)."""
+    side = (crop - sampler.patch) // sampler.stride + 1
+    if sampler.window is not None:
+        side = min(side, sampler.window)
+    reach = (sampler.patch - 1) // sampler.stride if sampler.exclude_overlap else 0
+    excluded = min(side, 2 * reach + 1) ** 2
+    return side * side - excluded
+
+
 @dataclass(frozen=True)
 class NLCLConfig:
     """Every hyper-parameter of a training run; saved in the run folder and every checkpoint."""
@@ -222,6 +234,27 @@ class NLCLConfig:
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig())
     losses: LossConfig = field(default_factory=lambda: LossConfig())
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # Checks that need two sections: the crop must hold a patch grid large enough for the
+        # layer contrast's k positives, else every training step would fail deep in the sampler.
+        patch, crop = self.sampler.patch, self.train.crop
+        _require((crop >= patch, f"train.crop {crop} is smaller than sampler.patch {patch}"))
+        k = self.losses.layer_positives
+        if self.losses.use_layer_contrast and _worst_case_candidates(self.sampler, crop) < k:
+            smallest = next(
+                c
+                for c in range(crop, crop + 64 * patch)
+                if _worst_case_candidates(self.sampler, c) >= k
+            )
+            _require(
+                (
+                    False,
+                    f"train.crop {crop} is too small for the layer contrast: its {patch}-px patch "
+                    f"grid (stride {self.sampler.stride}) leaves fewer than "
+                    f"losses.layer_positives={k} candidates per query; use a crop >= {smallest}",
+                )
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (tuples become lists), ready for JSON/TOML and ``torch.save``."""

@@ -116,3 +116,17 @@ def test_print_config_applies_file_set_and_flags(tmp_path: Path) -> None:
     printed = tomllib.loads(result.stdout)
     assert printed["train"]["lr"] == 3e-4
     assert printed["train"]["seed"] == 5 and printed["train"]["steps"] == 20
+
+
+def test_crop_too_small_for_the_layer_contrast_is_refused_up_front() -> None:
+    """A crop whose patch grid cannot hold k positives would fail every step inside the sampler."""
+    with pytest.raises(UsageError, match="train.crop 32 is too small.*use a crop >= 48"):
+        NLCLConfig().with_overrides({"train.crop": 32})
+    assert NLCLConfig().with_overrides({"train.crop": 48}).train.crop == 48
+    # Without the layer contrast, or with overlapping matches allowed, smaller crops are fine.
+    NLCLConfig().with_overrides({"train.crop": 32, "losses.use_layer_contrast": False})
+    NLCLConfig().with_overrides({"train.crop": 32, "sampler.exclude_overlap": False})
+    with pytest.raises(UsageError, match="smaller than sampler.patch"):
+        NLCLConfig().with_overrides(
+            {"train.crop": 24, "sampler.patch": 32, "losses.use_layer_contrast": False}
+        )
