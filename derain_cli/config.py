@@ -14,7 +14,7 @@ import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -247,13 +247,10 @@ class NLCLConfig:
                 for c in range(crop, crop + 64 * patch)
                 if _worst_case_candidates(self.sampler, c) >= k
             )
-            _require(
-                (
-                    False,
-                    f"train.crop {crop} is too small for the layer contrast: its {patch}-px patch "
-                    f"grid (stride {self.sampler.stride}) leaves fewer than "
-                    f"losses.layer_positives={k} candidates per query; use a crop >= {smallest}",
-                )
+            raise UsageError(
+                f"train.crop {crop} is too small for the layer contrast: its {patch}-px patch "
+                f"grid (stride {self.sampler.stride}) leaves fewer than "
+                f"losses.layer_positives={k} candidates per query; use a crop >= {smallest}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -469,11 +466,6 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
 
 def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def with_train(config: NLCLConfig, **changes: Any) -> NLCLConfig:
-    """A copy of ``config`` with some training fields changed (validated again)."""
-    return replace(config, train=replace(config.train, **changes))
 
 
 # --- end of training section -----------------------------------------------------------------

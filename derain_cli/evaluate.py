@@ -33,12 +33,10 @@ import numpy as np
 from derain_cli import metrics
 from derain_cli.errors import DerainError, UsageError
 from derain_cli.imaging import Picture, read_image, write_image
-from derain_cli.inference.batch import INPUT_SUFFIXES
+from derain_cli.inference.batch import INPUT_SUFFIXES, Derain
 
 INPUT_LABEL = "input"
 ALL_SETS = "all"
-
-Derain = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)

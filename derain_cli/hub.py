@@ -216,12 +216,18 @@ def _lfs_sha256(ref: HubRef, commit: str | None) -> str | None:
 
 def _commit_of(path: Path) -> str | None:
     """The commit folder of a Hub-cache snapshot path (``.../snapshots/<commit>/<file>``)."""
-    parts = path.parts
-    if "snapshots" in parts:
-        index = len(parts) - 1 - parts[::-1].index("snapshots")
-        if index + 1 < len(parts):
-            return parts[index + 1]
+    index = _snapshots_index(path)
+    if index is not None and index + 1 < len(path.parts):
+        return path.parts[index + 1]
     return None
+
+
+def _snapshots_index(path: Path) -> int | None:
+    """Position of the last ``snapshots`` component of a Hub-cache path (None: not in one)."""
+    parts = path.parts
+    if "snapshots" not in parts:
+        return None
+    return len(parts) - 1 - parts[::-1].index("snapshots")
 
 
 def _sidecar(ref: HubRef, commit: str | None) -> str | None:
@@ -263,9 +269,9 @@ def _discard(path: Path, sha256: str) -> None:
     path.unlink(missing_ok=True)
     if blob != path:
         blob.unlink(missing_ok=True)
-    parts = path.parts
-    if "snapshots" in parts:
-        blobs = Path(*parts[: len(parts) - 1 - parts[::-1].index("snapshots")]) / "blobs"
+    index = _snapshots_index(path)
+    if index is not None:
+        blobs = Path(*path.parts[:index]) / "blobs"
         for candidate in blobs.glob("*") if blobs.is_dir() else ():
             same_size = candidate.is_file() and candidate.stat().st_size == size
             if same_size and sha256_file(candidate) == sha256:

@@ -49,7 +49,7 @@ STDIN_NAME = "<stdin>"
 
 _ORIENTATION_TAG = 0x0112
 _EXIF_HEADER = b"Exif\x00\x00"
-# BT.601 luma weights, also used by the metrics module's Y channel.
+# BT.601 luma weights (grayscale outputs are written as this weighted sum of R, G, B).
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 # TIFF tags that describe a TIFF file's own layout; they are not camera metadata and must not be
@@ -59,6 +59,8 @@ _TIFF_LAYOUT_TAGS = frozenset(
     | {286, 287, 290, 291, 292, 293, 296, 297, 317, 318, 319, 320, 321, 322, 323, 324, 325}
     | {330, 332, 338, 339, 340, 341, 347, 530, 531, 532, 700, 33723, 34377, 34675, 37724}
 )
+#: EXIF sub-IFD pointers (Exif IFD, GPS IFD): copied as the IFDs they point at, not as offsets.
+_IFD_POINTERS = (0x8769, 0x8825)
 _MAGIC_PREFIXES = (
     b"\xff\xd8",
     b"\x89PNG",
@@ -433,14 +435,9 @@ def _exif_bytes(im: Image.Image, exif_obj: Image.Exif) -> bytes | None:
     if im.format == "TIFF":
         # A TIFF's EXIF is mixed with its layout tags; keep only the metadata.
         kept = Image.Exif()
-        for tag, value in exif_obj.items():
-            if tag not in _TIFF_LAYOUT_TAGS:
-                kept[tag] = value
+        _copy_metadata(exif_obj, kept)
         if not len(kept):
             return None
-        for pointer in (0x8769, 0x8825):
-            if pointer in kept:
-                kept[pointer] = exif_obj.get_ifd(pointer)
         kept[_ORIENTATION_TAG] = 1
         return kept.tobytes()
     raw = im.info.get("exif")
@@ -448,11 +445,23 @@ def _exif_bytes(im: Image.Image, exif_obj: Image.Exif) -> bytes | None:
         return None
     if isinstance(raw, Image.Exif):  # pragma: no cover - defensive, Pillow stores bytes
         raw = raw.tobytes()
-    body = raw[len(_EXIF_HEADER) :] if raw.startswith(_EXIF_HEADER) else raw
     try:
-        return _EXIF_HEADER + _drop_thumbnail(_set_orientation_1(body))
+        return _EXIF_HEADER + _drop_thumbnail(_set_orientation_1(_tiff_body(raw)))
     except (struct.error, ValueError):
         return None  # unreadable EXIF is dropped rather than copied broken
+
+
+def _copy_metadata(source: Image.Exif, into: Image.Exif) -> None:
+    """Copy ``source``'s camera metadata into ``into``: TIFF layout tags are left out and the
+    Exif/GPS pointers become the sub-IFDs they point at (``into`` lays out its own offsets)."""
+    for tag, value in source.items():
+        if tag not in _TIFF_LAYOUT_TAGS:
+            into[tag] = source.get_ifd(tag) if tag in _IFD_POINTERS else value
+
+
+def _tiff_body(exif: bytes) -> bytes:
+    """The TIFF-structured part of an EXIF block (without a leading ``Exif\\0\\0``)."""
+    return exif[len(_EXIF_HEADER) :] if exif.startswith(_EXIF_HEADER) else exif
 
 
 def _first_ifd(tiff: bytes) -> tuple[str, bytearray, int, int]:
@@ -602,8 +611,7 @@ def _png_bytes(planes: np.ndarray, *, icc: bytes | None, exif: bytes | None) -> 
     if icc:
         chunks.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if exif:
-        body = exif[len(_EXIF_HEADER) :] if exif.startswith(_EXIF_HEADER) else exif
-        chunks.append(_png_chunk(b"eXIf", body))
+        chunks.append(_png_chunk(b"eXIf", _tiff_body(exif)))
     chunks.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
     chunks.append(_png_chunk(b"IEND", b""))
     return b"".join(chunks)
@@ -625,9 +633,7 @@ def _tiff_bytes(planes: np.ndarray, *, icc: bytes | None, exif: bytes | None) ->
     if exif:
         source = Image.Exif()
         source.load(exif)
-        for tag, value in source.items():
-            if tag not in _TIFF_LAYOUT_TAGS:
-                ifd[tag] = source.get_ifd(tag) if tag in (0x8769, 0x8825) else value
+        _copy_metadata(source, ifd)
     ifd[256] = width
     ifd[257] = height
     ifd[258] = (depth,) * channels

@@ -266,7 +266,4 @@ def niqe_y(y: np.ndarray, *, block: int = NIQE_BLOCK) -> float:
 
 def niqe(rgb: np.ndarray, *, crop_border: int = 0) -> float:
     """NIQE of an RGB image in [0, 1] (lower is more natural); Y channel as in BasicSR/MATLAB."""
-    y = np.round(rgb_to_y(rgb))
-    if crop_border > 0:
-        y = y[crop_border:-crop_border, crop_border:-crop_border]
-    return niqe_y(y)
+    return niqe_y(_crop(np.round(rgb_to_y(rgb)), crop_border))

@@ -16,6 +16,7 @@ every tensor must be present with its exact shape. Problems become one-line
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -28,7 +29,8 @@ import torch
 from torch import nn
 
 from derain_cli import __version__
-from derain_cli.checksums import atomic_write_bytes, read_sidecar, sha256_file, write_sidecar
+from derain_cli.atomic import atomic_write_bytes
+from derain_cli.checksums import read_sidecar, sha256_file, write_sidecar
 from derain_cli.errors import WeightsError
 from derain_cli.hub import HF_SCHEME, fetch, parse_hf_spec
 from derain_cli.nets.registry import build_generator
@@ -287,7 +289,7 @@ def save_weights(
     data = save(tensors, metadata=meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
-    digest = sha256_file(path)
+    digest = hashlib.sha256(data).hexdigest()  # the bytes just written: no second read
     write_sidecar(path, digest)
     return digest
 

@@ -15,10 +15,15 @@ from derain_cli.errors import DerainError
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``derain: error: message`` on stderr and return the Exit to raise."""
+def print_error(message: str) -> None:
+    """Print ``derain: error: message`` on stderr (the message is shown verbatim, no markup)."""
     text = f"[bold red]derain: error:[/] {escape(message)}"
     err_console.print(text, markup=True, highlight=False)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``derain: error: message`` on stderr and return the Exit to raise."""
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -34,7 +39,3 @@ def user_errors(debug: bool = False) -> Iterator[None]:
         if debug:
             err_console.print_exception()
         raise fail(str(exc), exc.exit_code) from None
-
-
-def not_implemented(command: str, issue: str) -> typer.Exit:
-    return fail(f"'derain {command}' is not implemented yet (coming with {issue})", 2)

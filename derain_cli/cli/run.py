@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from derain_cli.cli.common import err_console, user_errors
+from derain_cli.cli.common import err_console, print_error, user_errors
 from derain_cli.cli.options import Device, DeviceOption, Precision, PrecisionOption, TileOption
 from derain_cli.errors import UsageError
 
@@ -210,7 +210,7 @@ def _unexpected_errors(debug: bool) -> Iterator[None]:
     except Exception as exc:
         if debug:
             err_console.print_exception()
-        _error_line(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
+        print_error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
         raise typer.Exit(1) from None
 
 
@@ -218,10 +218,6 @@ def _print_traceback(exc: BaseException) -> None:
     from rich.traceback import Traceback
 
     err_console.print(Traceback.from_exception(type(exc), exc, exc.__traceback__))
-
-
-def _error_line(message: str) -> None:
-    err_console.print(Text.assemble(("derain: error: ", "bold red"), message))
 
 
 def _consume(
@@ -249,7 +245,7 @@ def _consume(
             if result.status == "failed":
                 if debug and result.exception is not None:
                     _print_traceback(result.exception)
-                _error_line(f"{result.input}: {result.error}")
+                print_error(f"{result.input}: {result.error}")
             if result.alpha_dropped and not warned_alpha and not quiet:
                 warned_alpha = True
                 err_console.print(

@@ -277,9 +277,7 @@ def _file_job(path: Path, output: str | None, suffix: str, fmt: str) -> Job:
     if output == STDIO:
         return Job(path, None, "png" if fmt == "auto" else fmt)
     if _looks_like_folder(output):
-        out_dir = Path(output)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UsageError(f"{output}: output folder is a file")
+        out_dir = _existing_folder_or_new(output)
         return _mirrored_job(path, Path(path.name), out_dir, suffix, fmt)
     return Job(path, Path(output), _format_for_file(Path(output), fmt))
 
@@ -308,6 +306,11 @@ def _output_folder(output: str | None, why: str) -> Path:
         raise UsageError(f"-o OUT (a folder) is required because {why}")
     if output == STDIO:
         raise UsageError(f"-o - (stdout) takes a single image, but {why}")
+    return _existing_folder_or_new(output)
+
+
+def _existing_folder_or_new(output: str) -> Path:
+    """``-o OUT`` as a folder: an existing folder, or a path to create (never an existing file)."""
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{output}: output folder is a file")
@@ -589,5 +592,5 @@ def _compute_and_write(
         "ok",
         seconds=item.seconds + time.perf_counter() - start,
         megapixels=megapixels,
-        alpha_dropped=picture.alpha is not None and job.fmt == "jpg",
+        alpha_dropped=picture.alpha is not None and not SUPPORTED_FORMATS[job.fmt].alpha,
     )

@@ -271,7 +271,9 @@ class _Unsupported(Exception):
     """The traced network contains an operation the layer streamer cannot tile exactly."""
 
 
+_PAD_MODULES = (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)
 _POINTWISE_MODULES = (
+    *_PAD_MODULES,
     nn.ReLU,
     nn.LeakyReLU,
     nn.PReLU,
@@ -285,10 +287,6 @@ _POINTWISE_MODULES = (
     nn.Hardtanh,
     nn.Identity,
     nn.Dropout,
-    nn.ZeroPad2d,
-    nn.ConstantPad2d,
-    nn.ReflectionPad2d,
-    nn.ReplicationPad2d,
 )
 _POINTWISE_FUNCTIONS = {
     operator.add,
@@ -536,10 +534,7 @@ def _check_shapes(gm: fx.GraphModule, nodes: list[fx.Node], norms: dict[fx.Node,
 def _is_pad(gm: fx.GraphModule, node: fx.Node) -> bool:
     """Padding grows a tensor by a few pixels only for the convolution right after it."""
     if node.op == "call_module":
-        return isinstance(
-            gm.get_submodule(str(node.target)),
-            nn.ZeroPad2d | nn.ConstantPad2d | nn.ReflectionPad2d | nn.ReplicationPad2d,
-        )
+        return isinstance(gm.get_submodule(str(node.target)), _PAD_MODULES)
     return node.op == "call_function" and node.target is F.pad
 
 
@@ -792,8 +787,8 @@ class Derainer:
     ) -> dict[fx.Node, torch.Tensor]:
         """Evaluate one segment on the ``read`` box; frozen whole-image stats for the norms."""
         env: dict[fx.Node, torch.Tensor] = {}
+        read_index = _region(read)
         for node in segment.inputs:
-            read_index = (slice(None), slice(None), *read.slices)
             crop = host[node][read_index]
             # On the CPU a view suffices unless an in-place layer would write through it.
             view_ok = self.device.type == "cpu" and node not in segment.mutated

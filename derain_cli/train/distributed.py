@@ -166,15 +166,6 @@ def mean_across_ranks(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return values
 
 
-def any_across_ranks(flag: bool, ctx: DistContext) -> bool:
-    """True on every rank when ``flag`` is true on some rank (stop requests, NaN guard)."""
-    if not ctx.active:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)
-
-
 def gather_strings(value: str, ctx: DistContext) -> list[str]:
     """Every rank's ``value`` (e.g. weight checksums), in rank order."""
     if not ctx.active:

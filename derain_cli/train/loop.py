@@ -241,6 +241,7 @@ def train(
     g_b = _background_generator(objective)
     ema = ModelEMA(g_b, tc.ema_decay) if tc.ema_decay > 0 else None
 
+    data_digest = _data_digest(folders)  # the folders are fixed for the run: hash them once
     start = 0
     if resume and paths.checkpoint.is_file():
         state = load_checkpoint(paths.checkpoint)  # CPU; load_state_dict moves to device
@@ -255,7 +256,7 @@ def train(
         start = int(state["step"])
         if report is not None:
             report.note(f"resuming {paths.checkpoint} at step {start}")
-            if state.get("data", {}).get("digest") != _data_digest(folders):
+            if state.get("data", {}).get("digest") != data_digest:
                 report.note("the image folders changed since the checkpoint: the order differs")
     dist_utils.broadcast_module(objective, ctx)
     if ema is not None and start == 0:
@@ -315,7 +316,7 @@ def train(
                 "global_batch": tc.batch_size,
                 "rainy": len(folders.rainy),
                 "clean": len(folders.clean),
-                "digest": _data_digest(folders),
+                "digest": data_digest,
             },
             "world_size": ctx.world,
         }
@@ -345,7 +346,7 @@ def train(
                 if _all_finite(objective):
                     raise
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                _diverged(paths, ctx, step + 1, f"non-finite weights ({reason})", last_saved)
+                _diverged(paths, step + 1, f"non-finite weights ({reason})", last_saved)
             if ema is not None:
                 ema.update(g_b)
             step += 1
@@ -370,7 +371,7 @@ def train(
                 if ctx.is_main:
                     _append_jsonl(paths.metrics, {"event": "diverged", **record})
                 detail = ", ".join(f"{k}={values[k]}" for k in bad[:4])
-                _diverged(paths, ctx, step, detail, last_saved)
+                _diverged(paths, step, detail, last_saved)
             if ctx.is_main:
                 _append_jsonl(paths.metrics, record)
             if report is not None:
@@ -597,9 +598,7 @@ def _write_samples(
     save_png(paths.samples / f"step-{step:07d}.png", grid)
 
 
-def _diverged(
-    paths: RunPaths, ctx: DistContext, step: int, detail: str, last_saved: int | None
-) -> None:
+def _diverged(paths: RunPaths, step: int, detail: str, last_saved: int | None) -> None:
     kept = (
         f"the last good checkpoint {paths.checkpoint} (step {last_saved}) is kept; "
         "resume from it with --resume (e.g. with a lower lr)"
