@@ -83,6 +83,11 @@ class SamplerConfig:
     layer_negatives: SamplingStrategy = "nonlocal"  # R patches: anchors + their matches
     location_negatives: SamplingStrategy = "nonlocal"  # nonlocal = REVERSE (farthest), Eq. 6
 
+    @property
+    def memory_budget(self) -> int:
+        """``memory_mb`` in bytes: the budget one block-matching chunk may use."""
+        return self.memory_mb * 2**20
+
     def __post_init__(self) -> None:
         _require(
             (self.patch >= 1, "sampler.patch must be >= 1"),

@@ -33,7 +33,7 @@ STRATEGIES: tuple[str, ...] = ("random", "neighbour", "nonlocal")
 
 #: Bytes the fp32 distance matrix of one chunk may take when ``chunk_size`` is None (the
 #: config's ``sampler.memory_mb``, so the default lives in one place).
-DEFAULT_MEMORY_BUDGET = SamplerConfig().memory_mb * 2**20
+DEFAULT_MEMORY_BUDGET = SamplerConfig().memory_budget
 
 
 def grid_shape(height: int, width: int, patch: int, stride: int) -> tuple[int, int]:

@@ -131,7 +131,7 @@ def sample_layer_patches(
             window=sampler.window,
             exclude_overlap=sampler.exclude_overlap,
             chunk_size=sampler.chunk_size,
-            memory_budget=sampler.memory_mb * 2**20,
+            memory_budget=sampler.memory_budget,
         )
 
     with torch.no_grad():

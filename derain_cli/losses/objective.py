@@ -248,7 +248,7 @@ class NLCLObjective(nn.Module):
                 generator=generator,
                 window=sc.window,
                 chunk_size=sc.chunk_size,
-                memory_budget=sc.memory_mb * 2**20,
+                memory_budget=sc.memory_budget,
             )
         return queries, negatives
 
