@@ -102,6 +102,9 @@ class SamplerConfig:
 class LossConfig:
     """Every term of Eq. 2-6, its weight, and a switch for the ablations (paper Table 6).
 
+    Plus one term that is not in the paper, off by default: the low-frequency consistency
+    ``L1(avgpool_k(B), avgpool_k(O))`` (``use_lowfreq``; ``losses/fidelity.py`` says why).
+
     Weights (paper Sec. 4.1): lambda (``rain_l1_weight``) = 0.1, delta (``adv_weight``) = mu
     (``layer_weight``) = sigma (``location_weight``) = 1. Temperatures default to 0.07, the
     authors' code's value, not the paper's 0.77 (``docs/method.md`` says why). The MoCo momentum
@@ -134,6 +137,10 @@ class LossConfig:
     location_negatives: int = 256  # N
     location_temperature: float = 0.07
     location_identity: bool = False  # authors: 0.5 * (NCE(O, B) + NCE(clean, G_B(clean)))
+    # low-frequency consistency (not in the paper; losses/fidelity.py)
+    use_lowfreq: bool = False
+    lowfreq_weight: float = 2.0
+    lowfreq_pool: int = 8  # k: side of the averaged blocks, in pixels
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -147,8 +154,9 @@ class LossConfig:
             (0 <= self.momentum_decay < 1, "losses.momentum_decay must be in [0, 1)"),
             (len(self.layer_d_layers) >= 1, "losses.layer_d_layers must not be empty"),
             (len(self.location_g_layers) >= 1, "losses.location_g_layers must not be empty"),
+            (self.lowfreq_pool >= 1, "losses.lowfreq_pool must be >= 1"),
         ]
-        for name in ("adv", "consistency", "rain_l1", "layer", "location"):
+        for name in ("adv", "consistency", "rain_l1", "layer", "location", "lowfreq"):
             checks.append((getattr(self, f"{name}_weight") >= 0, f"losses.{name}_weight < 0"))
         _require(*checks)
 

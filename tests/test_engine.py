@@ -16,7 +16,7 @@ from derain_cli.errors import DerainError, UsageError
 from derain_cli.inference import engine
 from derain_cli.inference.engine import Derainer, auto_tile, resolve_device, resolve_dtype
 from derain_cli.inference.tiling import grid_tiles, plan_tiles, strip_tiles
-from derain_cli.nets.generator import NLCLGenerator
+from derain_cli.nets.generator import OUTPUTS, NLCLGenerator, Output
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -55,9 +55,9 @@ def synthetic_rain(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 1).astype(np.float32)
 
 
-def small_generator() -> NLCLGenerator:
+def small_generator(output: Output = "direct") -> NLCLGenerator:
     torch.manual_seed(0)
-    return NLCLGenerator(channels=8, blocks=3)
+    return NLCLGenerator(channels=8, blocks=3, output=output)
 
 
 # --------------------------------------------------------------------------- device, dtype
@@ -140,9 +140,14 @@ def test_uses_the_authors_value_convention() -> None:
 # --------------------------------------------------------------------------- tiling
 
 
-def test_instance_norm_network_tiles_exactly() -> None:
-    """Whole-image statistics make tiles agree with the untiled run, seams included."""
-    generator = small_generator()
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_instance_norm_network_tiles_exactly(output: Output) -> None:
+    """Whole-image statistics make tiles agree with the untiled run, seams included.
+
+    ``subtract_rain`` reads the input again after the last norm (``B = O - relu(y)``): the
+    streamer must keep the input on the host until then.
+    """
+    generator = small_generator(output)
     image = synthetic_rain(80, 96)
     whole = Derainer(generator, device="cpu", tile=0)(image)
     tiled_engine = Derainer(generator, device="cpu", tile=32)
@@ -153,6 +158,26 @@ def test_instance_norm_network_tiles_exactly() -> None:
     assert psnr(tiled, whole) >= 35.0
     assert psnr(tiled, whole, band) >= 35.0
     assert np.abs(tiled - whole).max() < 1e-4  # in fact equal up to rounding
+
+
+def test_subtract_rain_only_removes_light() -> None:
+    """``B = O - relu(y)``: never brighter than the input; the input itself when y <= 0."""
+    generator = small_generator("subtract_rain")
+    image = synthetic_rain(40, 48)
+    out = Derainer(generator, device="cpu", tile=0)(image)
+    assert (out <= image + 1e-6).all()
+    assert np.abs(out - image).max() > 1e-3  # an untrained net does remove something
+    last = generator.gen[-1]
+    assert isinstance(last, torch.nn.Conv2d)
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-0.5)
+    assert np.abs(Derainer(generator, device="cpu", tile=0)(image) - image).max() < 1e-6
+
+
+def test_unknown_generator_output_is_refused() -> None:
+    with pytest.raises(ValueError, match="generator output 'tanh'"):
+        NLCLGenerator(channels=8, blocks=1, output="tanh")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from derain_cli.config import ModelConfig, SamplerConfig
 from derain_cli.losses import (
     background_fidelity_loss,
     consistency_loss,
+    lowfreq_consistency_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
     multi_positive_infonce,
@@ -35,6 +36,21 @@ def test_consistency_and_rain_terms_equal_hand_computation() -> None:
     assert consistency_loss(b, r, o).item() == pytest.approx(0.1875)
     assert rain_sparsity_loss(r).item() == pytest.approx((0.5 + 0.5 + 0 + 0.5) / 4)
     assert background_fidelity_loss(b, o).item() == pytest.approx((0.5 + 0 + 0.5 + 0) / 4)
+
+
+def test_lowfreq_consistency_compares_block_means() -> None:
+    o = torch.zeros(1, 3, 8, 8)
+    b = o.clone()
+    b[..., :4, :4] = 1.0  # one 4x4 block brighter by 1: its mean moves by 1, the others by 0
+    assert lowfreq_consistency_loss(b, o, 4).item() == pytest.approx(1 / 4)
+    assert lowfreq_consistency_loss(b, o, 8).item() == pytest.approx(1 / 4)  # 16/64 of the image
+    # zero-mean detail inside a block (a thin streak with a dark twin) costs nothing
+    detail = o.clone()
+    detail[..., 1, :] = 0.5
+    detail[..., 2, :] = -0.5
+    assert lowfreq_consistency_loss(detail, o, 4).item() == pytest.approx(0.0)
+    # blocks larger than the image: the whole image is one block
+    assert lowfreq_consistency_loss(b, o, 64).item() == pytest.approx(1 / 4)
 
 
 def test_lsgan_values() -> None:

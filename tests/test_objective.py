@@ -125,6 +125,30 @@ def test_each_term_reaches_exactly_its_modules() -> None:
     assert {m for m, mod in modules.items() if _reached(d_terms["total"], mod)} == {"d"}
 
 
+def test_derain_additions_are_weighted_and_reach_only_g_b() -> None:
+    """``B = O - relu(G_B(O))`` and the low-frequency term: options, not paper defaults."""
+    torch.manual_seed(0)
+    model = replace(
+        TINY_MODEL, generator_hparams={**TINY_MODEL.generator_hparams, "output": "subtract_rain"}
+    )
+    obj = NLCLObjective(model, TINY_SAMPLER, replace(TINY_LOSSES, use_lowfreq=True))
+    o, clean = _batch()
+    b, r = obj.forward_generators(o)
+    assert bool((b <= o).all())
+    terms = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(0))
+    assert tuple(terms)[-2:] == ("lowfreq", "total")
+    assert _reached(terms["lowfreq"], obj.g_b) and not _reached(terms["lowfreq"], obj.g_r)
+    lc = obj.loss_config
+    without = sum(
+        getattr(lc, {"adv": "adv_weight", "consistency": "consistency_weight",
+                     "rain_l1": "rain_l1_weight", "layer_contrast": "layer_weight",
+                     "location_contrast": "location_weight"}[k]) * terms[k]
+        for k in ("adv", "consistency", "rain_l1", "layer_contrast", "location_contrast")
+    )  # fmt: skip
+    torch.testing.assert_close(terms["total"], without + lc.lowfreq_weight * terms["lowfreq"])
+    assert "lowfreq" not in _objective().generator_losses(o, clean, b, r)
+
+
 def test_authors_variants_route_gradients_too() -> None:
     obj = _objective(rain_l1_target="o_minus_b", layer_form="supcon", location_identity=True)
     o, clean = _batch()

@@ -4,6 +4,7 @@
 - :mod:`.adversarial` -- Eq. 3: the adversarial prior P_b(B) (LSGAN)
 - :mod:`.layer_contrast` -- Eq. 5: layer contrast between B and R patches (D encoder)
 - :mod:`.location_contrast` -- Eq. 6: location contrast between B and O (G_B encoder)
+- :mod:`.fidelity` -- not in the paper: low-frequency consistency ``|A_k(B) - A_k(O)|``
 - :mod:`.objective` -- Eq. 4: :class:`NLCLObjective`, which owns every trainable network
 """
 
@@ -15,6 +16,7 @@ from derain_cli.losses.decomposition import (
     consistency_loss,
     rain_sparsity_loss,
 )
+from derain_cli.losses.fidelity import lowfreq_consistency_loss
 from derain_cli.losses.layer_contrast import multi_positive_infonce, supcon_loss
 from derain_cli.losses.location_contrast import patch_nce_loss
 from derain_cli.losses.objective import NLCLObjective
@@ -25,6 +27,7 @@ __all__ = [
     "consistency_loss",
     "lsgan_discriminator_loss",
     "lsgan_generator_loss",
+    "lowfreq_consistency_loss",
     "multi_positive_infonce",
     "patch_nce_loss",
     "rain_sparsity_loss",

@@ -1,7 +1,9 @@
 """The full NLCL objective (paper Eq. 4) and every network it trains.
 
 ``L = L_decom + mu * L_LayerCon(B, R) + sigma * L_LocCon(B, O)`` with
-``L_decom = ||B + R - O||^2 + delta * P_b(B) + lambda * ||R||_1`` (Eq. 2).
+``L_decom = ||B + R - O||^2 + delta * P_b(B) + lambda * ||R||_1`` (Eq. 2), plus, when
+``losses.use_lowfreq`` is on, derain's low-frequency consistency ``L_low(B, O)``
+(``losses/fidelity.py``; not in the paper).
 
 :class:`NLCLObjective` owns G_B, G_R, the PatchGAN D, the projection heads and the optional
 momentum (key) encoder, all built up front from the config. A training step is::
@@ -35,6 +37,7 @@ from derain_cli.losses.decomposition import (
     consistency_loss,
     rain_sparsity_loss,
 )
+from derain_cli.losses.fidelity import lowfreq_consistency_loss
 from derain_cli.losses.layer_contrast import (
     LayerSamples,
     layer_contrast_infonce,
@@ -58,6 +61,7 @@ GENERATOR_TERMS: tuple[str, ...] = (
     "rain_l1",
     "layer_contrast",
     "location_contrast",
+    "lowfreq",
 )
 
 
@@ -200,6 +204,9 @@ class NLCLObjective(nn.Module):
                 loss = 0.5 * (loss + self.location_contrast(clean, self.g_b(clean), generator))
             terms["location_contrast"] = loss
             weights["location_contrast"] = lc.location_weight
+        if lc.use_lowfreq:
+            terms["lowfreq"] = lowfreq_consistency_loss(b, o, lc.lowfreq_pool)
+            weights["lowfreq"] = lc.lowfreq_weight
         total = sum((weights[k] * v for k, v in terms.items()), self._zero(self.g_b))
         terms["total"] = total
         return terms

@@ -10,12 +10,40 @@ Full resolution, no down/up-sampling (reference.md, section 2)::
 InstanceNorm is ``affine=False``; there is no final tanh. Inputs and outputs are in [-1, 1]
 (the authors' convention): ``x * 2 - 1`` in, ``(y + 1) / 2`` out. With C=32 and N=16 this is
 316,195 parameters and the authors' ``G_B.pth`` loads with no key renaming.
+
+Output parametrisation (hyper-parameter ``output``, stored in a weights file's ``derain.hparams``
+so inference rebuilds the same function; :func:`apply_output`):
+
+- ``"direct"`` (the paper and the authors): the network's output IS the background, ``B = y``.
+- ``"subtract_rain"``: the network predicts the rain it removes and ``B = O - relu(y)``. Rain only
+  adds light (Eq. 1 with R >= 0; the data's rain model clips ``B + R``), so the background can
+  only be darker than the input where the net sees rain and equals the input elsewhere: an
+  untrained or unsure network returns the input instead of shifting tone and colour
+  (reference.md, section 3: 17.17 -> 21.44 dB after the same 66 s of training). Not in the paper.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
+
+#: How a generator's last layer becomes the background layer (module docstring).
+OUTPUTS = ("direct", "subtract_rain")
+Output = Literal["direct", "subtract_rain"]
+
+
+def check_output(output: str) -> None:
+    if output not in OUTPUTS:
+        raise ValueError(f"generator output {output!r}: choose one of {', '.join(OUTPUTS)}")
+
+
+def apply_output(x: torch.Tensor, y: torch.Tensor, output: str) -> torch.Tensor:
+    """The background layer from input ``x`` and last-layer output ``y``, both in [-1, 1]."""
+    if output == "subtract_rain":
+        return x - torch.relu(y)
+    return y
 
 
 class ConvUnit(nn.Module):
@@ -64,12 +92,21 @@ class Tail(nn.Module):
 class NLCLGenerator(nn.Module):
     """The authors' generator (``arch = "nlcl-resnet"``); maps [-1, 1] images to [-1, 1]."""
 
-    def __init__(self, *, in_channels: int = 3, channels: int = 32, blocks: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        channels: int = 32,
+        blocks: int = 16,
+        output: Output = "direct",
+    ) -> None:
         super().__init__()
+        check_output(output)
+        self.output = output
         layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1)]
         layers += [ResBlock(channels) for _ in range(blocks)]
         layers += [Tail(channels), nn.Conv2d(channels, in_channels, 3, padding=1)]
         self.gen = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gen(x)
+        return apply_output(x, self.gen(x), self.output)

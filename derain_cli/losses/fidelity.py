@@ -1,0 +1,33 @@
+"""Low-frequency consistency: a fidelity term that is NOT in the paper (derain's addition).
+
+Symbols: O the rainy input, B the background layer, ``(N, 3, H, W)`` in [-1, 1]; ``A_k`` the
+mean over non-overlapping ``k x k`` blocks (``avg_pool2d``, stride k)::
+
+    L_low(B, O) = mean |A_k(B) - A_k(O)|        (k = losses.lowfreq_pool, default 8)
+
+Why. Rain streaks are thin, sparse and high-frequency: averaging O over 8x8 blocks leaves mostly
+the scene's tone and colour, which a derained image should keep. The adversarial prior, matched
+against a few unpaired clean photos, is free to move exactly those (reference.md section 3: a
+6-minute NLCL run drifted to a green/yellow cast and lost 2.6 dB against doing nothing); this
+term pins them to the input per channel, so it also guards against colour casts, while leaving
+the fine scale, where the rain lives, to the other terms. The price is that a dense veil (the
+haze of heavy rain) is a low-frequency change too, and this term resists removing it; its weight
+trades veil removal against tone fidelity, measured in ``docs/training.md``'s ablation table.
+reference.md measured ``+ 2.0 * L1(avgpool8(B), avgpool8(O))`` on top of ``B = O - relu(G(O))``:
+21.44 -> 21.76 dB after 66 s on an H200.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def lowfreq_consistency_loss(b: Tensor, o: Tensor, pool: int) -> Tensor:
+    """``mean(|avgpool_k(B) - avgpool_k(O)|)`` with ``k = pool``; a 0-dim fp32 tensor.
+
+    Blocks that do not fit at the right/bottom edge are dropped (``avg_pool2d`` floor mode); an
+    image smaller than one block is compared as a whole.
+    """
+    k = max(1, min(pool, b.shape[-2], b.shape[-1]))
+    return (F.avg_pool2d(b.float(), k) - F.avg_pool2d(o.float(), k)).abs().mean()
