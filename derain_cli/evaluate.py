@@ -90,6 +90,7 @@ class Score:
     ssim: float | None = None
     niqe: float | None = None
     seconds: float | None = None
+    cast: float | None = None  # metrics.colour_shift, grey levels
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Summary:
     psnr: float | None
     ssim: float | None
     niqe: float | None
+    cast: float | None = None
 
 
 @dataclass
@@ -153,6 +155,7 @@ def _summarise(method: str, name: str, rows: list[Score]) -> Summary:
         psnr=_mean([r.psnr for r in rows]),
         ssim=_mean([r.ssim for r in rows]),
         niqe=_mean([r.niqe for r in rows]),
+        cast=_mean([r.cast for r in rows]),
     )
 
 
@@ -266,21 +269,23 @@ def score_image(
     *,
     rgb: bool = False,
     with_niqe: bool = True,
-) -> tuple[float | None, float | None, float | None]:
-    """(PSNR, SSIM, NIQE) of one image; full-reference metrics need ``clean``.
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """(PSNR, SSIM, NIQE, colour shift) of one image; full-reference metrics need ``clean``.
 
-    NIQE is None for images smaller than two 96x96 blocks.
+    NIQE is None for images smaller than two 96x96 blocks. The colour shift
+    (:func:`~derain_cli.metrics.colour_shift`) is always measured on RGB.
     """
-    p = s = n = None
+    p = s = n = c = None
     if clean is not None:
         p = metrics.psnr(image, clean, rgb=rgb)
         s = metrics.ssim(image, clean, rgb=rgb)
+        c = metrics.colour_shift(image, clean)
     if with_niqe:
         try:
             n = metrics.niqe(image)
         except ValueError:
             n = None
-    return p, s, n
+    return p, s, n, c
 
 
 def safe_label(label: str) -> str:
@@ -373,8 +378,10 @@ def evaluate(
                     dest = save_dir / safe_label(method.label) / f"{item.stem}.png"
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     write_image(dest, source, image)
-                p, s, n = score_image(image, target, rgb=rgb, with_niqe=with_niqe)
-                scores.append(Score(method.label, item.stem, set_of(item.stem), p, s, n, elapsed))
+                p, s, n, c = score_image(image, target, rgb=rgb, with_niqe=with_niqe)
+                scores.append(
+                    Score(method.label, item.stem, set_of(item.stem), p, s, n, elapsed, c)
+                )
                 shown = "rainy (input)" if method.label == INPUT_LABEL else method.label
                 columns.append((shown, image))
             if on_step is not None:
@@ -430,7 +437,7 @@ def _thumbnail(rgb: np.ndarray, height: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # machine output and pictures
 
-CSV_FIELDS = ("method", "set", "stem", "count", "psnr", "ssim", "niqe", "seconds")
+CSV_FIELDS = ("method", "set", "stem", "count", "psnr", "ssim", "niqe", "cast", "seconds")
 
 
 def write_csv(path: Path, report: Report) -> None:

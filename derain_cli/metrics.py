@@ -116,6 +116,19 @@ def ssim(pred: np.ndarray, target: np.ndarray, *, rgb: bool = False, crop_border
     return float(np.mean([_ssim_plane(a[..., c], b[..., c]) for c in range(a.shape[2])]))
 
 
+def colour_shift(pred: np.ndarray, target: np.ndarray) -> float:
+    """Colour/tone cast in grey levels (0-255): ``max_c |mean(pred_c) - mean(target_c)|``.
+
+    The mean signed difference of each RGB channel over the whole image: noise and detail cancel
+    out, a tint or a brightness drift does not. PSNR barely moves under a shift of a few levels,
+    yet a green cast of 3 levels is visible on a grey sky, so the default model is held to < 2
+    (issue 5). Largest channel, so a cast in one channel is not averaged away.
+    """
+    _check_pair(pred, target)
+    diff = pred.astype(np.float64) - target.astype(np.float64)
+    return float(np.abs(diff.reshape(-1, diff.shape[-1]).mean(axis=0)).max() * 255.0)
+
+
 # --------------------------------------------------------------------------------------------
 # NIQE
 

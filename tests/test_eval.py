@@ -184,6 +184,7 @@ def test_cli_pred_folder_and_rgb(tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["methods"] == ["clean"] and doc["space"] == "rgb"
     assert all(r["psnr"] is None and r["ssim"] == pytest.approx(1.0) for r in doc["images"])
+    assert all(r["cast"] == pytest.approx(0.0) for r in doc["images"] + doc["summary"])
 
 
 def test_cli_rainy_and_pred_named_input(tmp_path: Path) -> None:

@@ -60,6 +60,20 @@ def test_identical_images_and_bad_shapes() -> None:
         metrics.psnr(clean, clean[:-1])
 
 
+def test_colour_shift_sees_a_tint_not_noise() -> None:
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.2, 0.8, (96, 128, 3)).astype(np.float32)
+    noisy = clean + rng.normal(0, 0.05, clean.shape).astype(np.float32)  # zero-mean: no cast
+    assert metrics.colour_shift(noisy, clean) < 0.75  # sampling error: ~0.1 level per channel
+    tinted = clean.copy()
+    tinted[..., 1] += 3 / 255  # a green cast of 3 grey levels
+    tinted[..., 2] -= 1 / 255
+    assert metrics.colour_shift(tinted, clean) == pytest.approx(3.0, abs=1e-3)
+    assert metrics.colour_shift(clean, tinted) == pytest.approx(3.0, abs=1e-3)
+    with pytest.raises(ValueError):
+        metrics.colour_shift(clean, clean[:8])
+
+
 def test_matlab_imresize_half_weights() -> None:
     # MATLAB imresize(x, 0.5), antialiased bicubic: the kernel is Keys' cubic (a = -0.5) stretched
     # by 2, i.e. taps 0.5 * cubic(d / 2) at d = +-0.5, +-1.5, +-2.5, +-3.5 around each output.

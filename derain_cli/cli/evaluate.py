@@ -27,7 +27,7 @@ from derain_cli.cli.options import Device, DeviceOption, Precision, PrecisionOpt
 from derain_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from derain_cli.evaluate import GridRow, Method, Plan, Report
+    from derain_cli.evaluate import GridRow, Method, Plan, Report, Score, Summary
 
 GRID_IMAGES = 4
 
@@ -193,7 +193,11 @@ def _print_table(report: Report, *, per_image: bool, has_clean: bool, has_niqe: 
     from rich.table import Table
 
     space = "RGB" if report.space == "rgb" else "Y"
-    about = [f"{space} PSNR/SSIM"] if has_clean else []
+    about = (
+        [f"{space} PSNR/SSIM; cast = largest mean RGB channel shift, grey levels"]
+        if has_clean
+        else []
+    )
     about += ["NIQE lower is better"] if has_niqe else []
     table = Table(title=f"derain eval ({'; '.join(about)})")
     table.add_column("method")
@@ -202,20 +206,18 @@ def _print_table(report: Report, *, per_image: bool, has_clean: bool, has_niqe: 
     if has_clean:
         table.add_column("PSNR dB", justify="right")
         table.add_column("SSIM", justify="right")
+        table.add_column("cast", justify="right")
     if has_niqe:
         table.add_column("NIQE", justify="right")
 
-    def cells(psnr: float | None, ssim: float | None, niqe: float | None) -> list[str]:
-        out = [_fmt(psnr, 2), _fmt(ssim, 4)] if has_clean else []
-        return [*out, _fmt(niqe, 3)] if has_niqe else out
+    def cells(row: Score | Summary) -> list[str]:
+        out = [_fmt(row.psnr, 2), _fmt(row.ssim, 4), _fmt(row.cast, 2)] if has_clean else []
+        return [*out, _fmt(row.niqe, 3)] if has_niqe else out
 
     for summary in report.summaries():
-        table.add_row(
-            summary.method, summary.set, str(summary.count),
-            *cells(summary.psnr, summary.ssim, summary.niqe),
-        )  # fmt: skip
+        table.add_row(summary.method, summary.set, str(summary.count), *cells(summary))
     if per_image:
         table.add_section()
         for score in report.scores:
-            table.add_row(score.method, score.stem, "1", *cells(score.psnr, score.ssim, score.niqe))
+            table.add_row(score.method, score.stem, "1", *cells(score))
     err_console.print(table)
