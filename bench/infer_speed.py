@@ -7,6 +7,7 @@ the resident set size, sampled every 5 ms while the run lasts.
 
     python bench/infer_speed.py                      # CPU (and CUDA when present), 512 and 2048
     python bench/infer_speed.py --device cuda --repeats 10 --json bench.json
+    python bench/infer_speed.py --device cpu --sizes 512,1024x512 --arch nlcl-resnet,nlcl-s2d
 
 On the CPU, sizes above 1024 px run once (a 2048 x 2048 image takes about half a minute per
 architecture on 2 cores); ``--cpu-max-size`` skips them entirely.
@@ -86,20 +87,35 @@ class RssPeak:
         self.peak = max(self.peak, self.rss() - self._base)
 
 
-def models() -> list[tuple[str, nn.Module]]:
-    """The authors' layout plus every registered architecture (random weights: speed only)."""
-    found: list[tuple[str, nn.Module]] = [(AUTHORS, NLCLGenerator())]
-    for name, spec in ARCHITECTURES.items():
+def is_authors_layout(module: nn.Module) -> bool:
+    """True when ``module`` computes the same function family as the authors' generator."""
+    if type(module) is not NLCLGenerator or module.output != "direct":
+        return False
+    shapes = {k: v.shape for k, v in module.state_dict().items()}
+    return shapes == {k: v.shape for k, v in NLCLGenerator().state_dict().items()}
+
+
+def models(archs: list[str] | None = None) -> list[tuple[str, nn.Module]]:
+    """The authors' layout plus every registered architecture (random weights: speed only).
+
+    ``archs``: registered names to time, and ``"authors"`` for the authors' layout; None = all.
+    A registered architecture whose defaults ARE the authors' layout is timed once, under both
+    names.
+    """
+    wanted = set(archs) if archs is not None else {"authors", *ARCHITECTURES}
+    found: list[tuple[str, nn.Module]] = []
+    authors: nn.Module | None = NLCLGenerator() if "authors" in wanted else None
+    for name in ARCHITECTURES:
+        if name not in wanted:
+            continue
         module = build_generator(name)
-        same = type(module) is NLCLGenerator and spec.defaults == {
-            "in_channels": 3,
-            "channels": 32,
-            "blocks": 16,
-        }
-        if same:  # the registered default IS the authors' layout: time it once
-            found[0] = (f"{name} = {AUTHORS}", found[0][1])
+        if is_authors_layout(module):  # the registered default IS the authors' layout
+            found.append((f"{name} = {AUTHORS}", module))
+            authors = None
         else:
             found.append((name, module))
+    if authors is not None:
+        found.insert(0, (AUTHORS, authors))
     return found
 
 
@@ -162,6 +178,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
+        "--arch",
+        default="all",
+        help="comma-separated registered architectures to time, 'authors' for the authors' "
+        f"layout, or 'all' (registered: {', '.join(ARCHITECTURES)})",
+    )
+    parser.add_argument(
         "--host-memory-mb",
         type=float,
         default=None,
@@ -178,8 +200,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(text), int(text)
 
 
+def parse_archs(text: str) -> list[str] | None:
+    """``--arch`` as a list of names (None = all); unknown names stop with the known ones."""
+    if text == "all":
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = {"authors", *ARCHITECTURES}
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        choices = ", ".join(sorted(known))
+        raise SystemExit(f"--arch {text}: unknown {unknown}; choose from {choices}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    archs = parse_archs(args.arch)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "all":
@@ -208,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             if device == "cpu" and max(height, width) > args.cpu_max_size:
                 continue
             repeats = 1 if device == "cpu" and max(height, width) > 1024 else args.repeats
-            for name, module in models():
+            for name, module in models(archs):
                 host = None if args.host_memory_mb is None else int(args.host_memory_mb * 2**20)
                 size = (height, width)
                 row = measure(name, module, device, precision, size, repeats, args.tile, host)

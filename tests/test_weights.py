@@ -31,6 +31,7 @@ from derain_cli.weights import (
     KEY_HPARAMS,
     LoadedWeights,
     count_parameters,
+    load_file,
     load_weights,
     save_weights,
 )
@@ -94,6 +95,32 @@ def test_round_trip_gives_identical_outputs(tiny_file: tuple[Path, torch.nn.Modu
     os.umask(umask)
     for written in (path, path.with_name(path.name + ".sha256")):  # not mkstemp's owner-only 0600
         assert written.stat().st_mode & 0o777 == 0o666 & ~umask, written
+
+
+S2D_HPARAMS = {"channels": 8, "blocks": 2, "factor": 2, "output": "subtract_rain"}
+
+
+def test_s2d_round_trip_rebuilds_an_identical_module(tmp_path: Path) -> None:
+    """``nlcl-s2d``: its hyper-parameters (factor, output) come back from the file's metadata."""
+    torch.manual_seed(0)
+    module = build_generator("nlcl-s2d", S2D_HPARAMS)
+    path = tmp_path / "s2d.safetensors"
+    digest = save_weights(path, module, arch="nlcl-s2d", hparams=S2D_HPARAMS)
+    loaded = load_file(path)
+    assert loaded.arch == "nlcl-s2d" and loaded.hparams == S2D_HPARAMS
+    assert loaded.sha256 == digest and type(loaded.module) is type(module)
+    assert str(loaded.module) == str(module.eval())  # same layers, factor and shapes
+    assert loaded.module.output == "subtract_rain" and loaded.module.factor == 2
+    original, rebuilt = module.state_dict(), loaded.module.state_dict()
+    assert original.keys() == rebuilt.keys()
+    assert all(torch.equal(original[k], rebuilt[k]) for k in original)
+    x = torch.rand(1, 3, 21, 30, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.module(x), module(x))
+    wrong = tmp_path / "s2d-as-resnet.safetensors"
+    save_weights(wrong, module, arch="nlcl-resnet", hparams={"channels": 8, "blocks": 2})
+    with pytest.raises(WeightsError, match="tensors do not fit arch 'nlcl-resnet'"):
+        load_file(wrong)
 
 
 def test_sidecar_mismatch_is_rejected(tiny_file: tuple[Path, torch.nn.Module, str]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from derain_cli.errors import WeightsError
+from derain_cli.nets.fast import SpaceToDepthGenerator
 from derain_cli.nets.generator import NLCLGenerator
 
 
@@ -29,8 +30,14 @@ ARCHITECTURES: dict[str, Architecture] = {
     "nlcl-resnet": Architecture(
         name="nlcl-resnet",
         build=NLCLGenerator,
-        defaults={"in_channels": 3, "channels": 32, "blocks": 16},
+        defaults={"in_channels": 3, "channels": 32, "blocks": 16, "output": "direct"},
         description="The authors' full-resolution ResNet generator (16 blocks, 32 channels).",
+    ),
+    "nlcl-s2d": Architecture(
+        name="nlcl-s2d",
+        build=SpaceToDepthGenerator,
+        defaults={"in_channels": 3, "channels": 48, "blocks": 12, "factor": 4, "output": "direct"},
+        description="The same blocks on 4x4 pixel cells (space-to-depth), 48 ch x 12: ~20x faster.",
     ),
 }
 

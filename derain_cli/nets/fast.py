@@ -1,0 +1,116 @@
+"""A fast generator: the authors' residual blocks behind a lossless space-to-depth front.
+
+``arch = "nlcl-s2d"``. The authors' generator runs every block at full resolution, so a
+megapixel costs 37 full-resolution 3x3 convolutions (about 0.07-0.13 MP/s on 2 CPU cores,
+reference.md section 3). Here the image is first rearranged, losslessly, into ``r x r`` pixel
+cells (``PixelUnshuffle(r)``: ``(N, 3, H, W) -> (N, 3 r^2, H/r, W/r)``), the same blocks run on
+that 1/r^2-size grid, and ``PixelShuffle(r)`` puts the pixels back::
+
+    pad H, W up to a multiple of r (replicate), PixelUnshuffle(r)
+    gen.0             Conv3x3(3 r^2 -> C)
+    gen.1..gen.N      ResBlock(C)   (the authors' block: InstanceNorm, affine=False)
+    gen.N+1           Tail(C)       (conv3x3, IN, ReLU, conv3x3)
+    gen.N+2           Conv3x3(C -> 3 r^2)
+    PixelShuffle(r), crop to H x W, then the output parametrisation (``apply_output``)
+
+Nothing is thrown away (the rearrangement is a bijection), but each 3x3 convolution now sees a
+``3r x 3r`` pixel neighbourhood, and every value of a cell is predicted jointly, so fine detail
+has to be learned back by the convolutions: whether quality holds is for training to show.
+Untrained, r=4 with 48 channels x 12 blocks (the defaults) ran at 1.6-2.0 MP/s on 512x512 and
+1024x512 images (the authors' layout: 0.04-0.08 MP/s in the same runs) and about 0.9 MP/s on
+2048x2048, where it is memory-bound, on a shared 2-core CPU (``bench/infer_speed.py``;
+reference.md measured 2.48 MP/s for the same layout on 1024x512).
+
+Padding uses edge replication (no black border for the InstanceNorm statistics to see) and
+always leaves at least two cells per side, so every image size works, even 1 x 1.
+
+Inference runs images whole: the layer streamer of :mod:`derain_cli.inference.engine` does not
+support pixel (un)shuffling (nor can it trace the size-dependent padding here), so ``Derainer``
+falls back to one piece and an explicit ``--tile`` smaller than the image stops with its
+"cannot tile ... exactly" message rather than tiling with per-tile statistics. That is
+affordable because activations live at 1/r^2 of the pixels: ``C / r^2 = 3`` floats per image
+pixel per live activation, about 80 B/px of measured peak CPU memory for a whole image
+(2048x2048: 0.34 GB; 4096x4096: 1.35 GB), against about 640 B/px for the authors' layout run
+whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from derain_cli.nets.generator import Output, ResBlock, Tail, apply_output, check_output
+
+
+class SpaceToDepthGenerator(nn.Module):
+    """The NLCL blocks on ``r x r`` pixel cells (``arch = "nlcl-s2d"``); [-1, 1] in and out."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        channels: int = 48,
+        blocks: int = 12,
+        factor: int = 4,
+        output: Output = "direct",
+    ) -> None:
+        super().__init__()
+        check_output(output)
+        if factor < 1:
+            raise ValueError(f"space-to-depth factor must be >= 1, got {factor}")
+        if channels < 1 or blocks < 0 or in_channels < 1:
+            raise ValueError(
+                f"need channels >= 1, blocks >= 0, in_channels >= 1 "
+                f"(got {channels}, {blocks}, {in_channels})"
+            )
+        self.output = output
+        self.factor = factor
+        cell = in_channels * factor * factor
+        self.unshuffle = nn.PixelUnshuffle(factor)
+        layers: list[nn.Module] = [nn.Conv2d(cell, channels, 3, padding=1)]
+        layers += [ResBlock(channels) for _ in range(blocks)]
+        layers += [Tail(channels), nn.Conv2d(channels, cell, 3, padding=1)]
+        self.gen = nn.Sequential(*layers)
+        self.shuffle = nn.PixelShuffle(factor)
+
+    def _cells(self, x: torch.Tensor) -> torch.Tensor:
+        """Replicate-pad to whole cells (at least two per side) and unshuffle.
+
+        The ``max`` makes this untraceable by ``torch.fx``, so the engine's layer streamer
+        refuses the net cleanly at construction (a traceable version would reach its shape
+        probe, which feeds the first conv's channel count to the image input and fails).
+        """
+        r = self.factor
+        height, width = x.shape[-2:]
+        pad_h = max(-(-height // r), 2) * r - height
+        pad_w = max(-(-width // r), 2) * r - width
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        return self.unshuffle(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        y = self.shuffle(self.gen(self._cells(x)))[..., :height, :width]
+        return apply_output(x, y, self.output)
+
+    def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+        """Activations of ``gen[i]`` for each ``i`` in ``layers`` (at 1/r of the resolution).
+
+        The location contrast's encoder (``encode_generator``): the same indexing as the
+        authors' ``nce_layers`` on their ``gen``, counted from the first convolution after the
+        space-to-depth front. ``gather_features`` maps patch centres onto these smaller maps.
+        """
+        wanted = list(layers)
+        bad = [i for i in wanted if not 0 <= i < len(self.gen)]
+        if bad or not wanted:
+            raise ValueError(f"generator layers are 0..{len(self.gen) - 1}, got {bad or wanted}")
+        found: dict[int, torch.Tensor] = {}
+        h = self._cells(x)
+        for i, layer in enumerate(list(self.gen)[: max(wanted) + 1]):
+            h = layer(h)
+            if i in wanted:
+                found[i] = h
+        return [found[i] for i in wanted]
