@@ -263,6 +263,23 @@ def test_untraceable_instance_norm_network_runs_whole_or_refuses_tiles() -> None
         Derainer(Global(), device="cpu", tile=16)(image)
 
 
+def test_traceable_space_to_depth_network_is_refused_cleanly() -> None:
+    """A traceable pixel-unshuffle front: the shape probe fails, which means "cannot stream"."""
+    net = nn.Sequential(
+        nn.PixelUnshuffle(2),
+        nn.Conv2d(12, 4, 3, padding=1),
+        nn.InstanceNorm2d(4),
+        nn.Conv2d(4, 12, 3, padding=1),
+        nn.PixelShuffle(2),
+    )
+    derainer = Derainer(net, device="cpu")
+    assert derainer.stream_plan is None and derainer.unsupported_reason
+    image = synthetic_rain(24, 32)
+    assert Derainer(net, device="cpu", tile=0)(image).shape == image.shape
+    with pytest.raises(UsageError, match="--tile 0"):
+        Derainer(net, device="cpu", tile=16)(image)
+
+
 def test_images_smaller_than_the_tile_are_not_tiled() -> None:
     derainer = Derainer(small_generator(), device="cpu", tile=64)
     assert derainer.tile_for(64, 40) == 0

@@ -519,8 +519,12 @@ def _check_shapes(gm: fx.GraphModule, nodes: list[fx.Node], norms: dict[fx.Node,
         raise _Unsupported("no convolution to infer the input channels from")
     weight = first.weight
     probe = torch.zeros(1, first.in_channels, side, side, device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        ShapeProp(gm).propagate(probe)
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(probe)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        # e.g. a pixel-unshuffle front whose first conv expects 3 r^2 channels, not 3
+        raise _Unsupported(f"cannot probe the traced network's shapes: {exc}") from None
     for node in nodes:
         if node.op in ("output",):
             continue
