@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import torch
 from typer.testing import CliRunner
 
 from derain_cli.cli.app import app
 from derain_cli.config import NLCLConfig, TrainConfig, dumps_toml, parse_override
 from derain_cli.errors import UsageError
+from derain_cli.nets.registry import build_generator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +31,17 @@ def test_committed_default_toml_is_the_paper_default() -> None:
     assert config == NLCLConfig()
     assert (config.train.lr, config.train.batch_size, config.train.crop) == (1e-4, 4, 256)
     assert config.losses.layer_positives == 8 and config.losses.layer_negatives == 256
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_committed_config_loads_and_builds_its_networks(path: Path) -> None:
+    """A config in configs/ must stay loadable as the code changes (they are cited in docs)."""
+    config = NLCLConfig.load(path)
+    for arch, hparams in (
+        (config.model.generator, config.model.generator_hparams),
+        (config.model.rain_generator, config.model.rain_hparams),
+    ):
+        assert isinstance(build_generator(arch, hparams), torch.nn.Module)
 
 
 def test_partial_files_keep_defaults_and_json_works(tmp_path: Path) -> None:
