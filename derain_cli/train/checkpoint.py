@@ -68,6 +68,31 @@ def save_checkpoint(path: Path | str, state: dict[str, Any], *, part_bytes: int 
     _remove_parts(path, keep=parts)
 
 
+#: Optimiser state entries that ``compact_moments`` stores in bfloat16 (Adam's two moments).
+COMPACT_KEYS = ("exp_avg", "exp_avg_sq")
+
+
+def compact_moments(optimizer_state: dict[str, Any]) -> dict[str, Any]:
+    """An optimiser ``state_dict`` with Adam's moments in bfloat16 (``train.compact_checkpoint``).
+
+    The moments are half of a checkpoint's bytes (the discriminator's alone are ~22 MB); in
+    bfloat16 they keep float32's range and 3 significant digits, so the update ``m / sqrt(v)``
+    of the first steps after a resume changes by ~0.4% at most, and a resumed run is no longer
+    bit-identical to an uninterrupted one. ``Optimizer.load_state_dict`` casts them back to the
+    parameters' dtype. Weights, EMA and the momentum encoder stay float32.
+    """
+    state = {
+        index: {
+            key: value.to(torch.bfloat16)
+            if key in COMPACT_KEYS and isinstance(value, torch.Tensor) and value.is_floating_point()
+            else value
+            for key, value in entry.items()
+        }
+        for index, entry in optimizer_state["state"].items()
+    }
+    return {**optimizer_state, "state": state}
+
+
 def checkpoint_files(path: Path | str) -> list[Path]:
     """``path`` and the part files its manifest names (what to copy to move a checkpoint)."""
     path = Path(path)

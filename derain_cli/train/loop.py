@@ -41,6 +41,7 @@ from derain_cli.errors import DerainError, UsageError
 from derain_cli.train import distributed as dist_utils
 from derain_cli.train.checkpoint import (
     capture_rng,
+    compact_moments,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
@@ -63,6 +64,7 @@ RESUMABLE_KEYS = frozenset(
         "sample_every",
         "checkpoint_every",
         "checkpoint_part_mb",
+        "compact_checkpoint",
         "num_samples",
         "num_workers",
         "cache_images",
@@ -307,7 +309,12 @@ def train(
             "total_steps": total,
             "config": config.to_dict(),
             "models": objective.state_dict(),
-            "optimizers": {"generator": g_opt.state_dict(), "discriminator": d_opt.state_dict()},
+            "optimizers": {
+                name: compact_moments(opt.state_dict())
+                if tc.compact_checkpoint
+                else opt.state_dict()
+                for name, opt in (("generator", g_opt), ("discriminator", d_opt))
+            },
             "ema": ema.state_dict() if ema is not None else {},
             "scaler": scaler.state_dict() if scaler is not None else {},
             "rng": capture_rng(),
