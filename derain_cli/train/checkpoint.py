@@ -70,10 +70,14 @@ def save_checkpoint(path: Path | str, state: dict[str, Any], *, part_bytes: int 
 
 #: Optimiser state entries that ``compact_moments`` stores in bfloat16 (Adam's two moments).
 COMPACT_KEYS = ("exp_avg", "exp_avg_sq")
+#: Model state prefixes that ``compact_keys`` stores in bfloat16: the MoCo key encoder.
+COMPACT_MODEL_PREFIXES = ("key_d.", "key_heads.")
 
 
 def compact_moments(optimizer_state: dict[str, Any]) -> dict[str, Any]:
     """An optimiser ``state_dict`` with Adam's moments in bfloat16 (``train.compact_checkpoint``).
+
+    With :func:`compact_keys` this shrinks the default model's checkpoint from 61.7 to ~40 MiB.
 
     The moments are half of a checkpoint's bytes (the discriminator's alone are ~22 MB); in
     bfloat16 they keep float32's range and 3 significant digits, so the update ``m / sqrt(v)``
@@ -91,6 +95,22 @@ def compact_moments(optimizer_state: dict[str, Any]) -> dict[str, Any]:
         for index, entry in optimizer_state["state"].items()
     }
     return {**optimizer_state, "state": state}
+
+
+def compact_keys(models: dict[str, Any]) -> dict[str, Any]:
+    """The objective's ``state_dict`` with the momentum (key) encoder in bfloat16.
+
+    The key encoder is an EMA of D and the layer heads (decay 0.99: it renews itself within a
+    few hundred steps) used only to embed contrastive keys, so one rounding to bfloat16 at a
+    resume is a perturbation of ~0.4% that the next updates wash out. ``load_state_dict``
+    copies the values back into the float32 parameters.
+    """
+    return {
+        key: value.to(torch.bfloat16)
+        if key.startswith(COMPACT_MODEL_PREFIXES) and value.is_floating_point()
+        else value
+        for key, value in models.items()
+    }
 
 
 def checkpoint_files(path: Path | str) -> list[Path]:

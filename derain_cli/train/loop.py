@@ -41,6 +41,7 @@ from derain_cli.errors import DerainError, UsageError
 from derain_cli.train import distributed as dist_utils
 from derain_cli.train.checkpoint import (
     capture_rng,
+    compact_keys,
     compact_moments,
     load_checkpoint,
     restore_rng,
@@ -308,7 +309,9 @@ def train(
             "step": step,
             "total_steps": total,
             "config": config.to_dict(),
-            "models": objective.state_dict(),
+            "models": compact_keys(objective.state_dict())
+            if tc.compact_checkpoint
+            else objective.state_dict(),
             "optimizers": {
                 name: compact_moments(opt.state_dict())
                 if tc.compact_checkpoint
