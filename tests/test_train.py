@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import time
@@ -232,7 +233,9 @@ def test_empty_dataset_and_existing_run_are_clear_errors(tmp_path: Path) -> None
     assert result.exit_code == 2 and "--resume" in result.output
 
 
-def _start(data: Path, out: Path, config: Path, steps: int, *extra: str) -> subprocess.Popen[str]:
+def _start(
+    data: Path, out: Path, config: Path, steps: int, *extra: str, own_group: bool = False
+) -> subprocess.Popen[str]:
     args = ["train", str(data), *extra, "--out", str(out), "--config", str(config)]
     return subprocess.Popen(
         derain_cmd(*args, "--steps", str(steps)),
@@ -240,6 +243,7 @@ def _start(data: Path, out: Path, config: Path, steps: int, *extra: str) -> subp
         stderr=subprocess.PIPE,
         text=True,
         env=subprocess_env(),
+        start_new_session=own_group,
     )
 
 
@@ -274,6 +278,25 @@ def test_sigkill_mid_run_then_resume_completes(data: Path, tmp_path: Path) -> No
     assert steps == list(range(2, 41, 2))  # every logged step exactly once
     assert not list(out.glob(".*.tmp"))
     assert (out / "G_B.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_whole_process_group_with_loader_workers(
+    data: Path, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """``timeout``, Slurm and a terminal's Ctrl-C signal every process of the group, the data
+    loader's workers too: the run must still checkpoint and stop cleanly, not crash because a
+    worker died."""
+    out = tmp_path / "run"
+    config = write_tiny_toml(tmp_path / "tiny.toml", sample_every=0, log_every=1, num_workers=2)
+    process = _start(data, out, config, 400, "--clean", str(data / "clean"), own_group=True)
+    _wait_for(out / "checkpoint.pt", process)
+    os.killpg(process.pid, signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    assert "interrupted at step" in stderr
+    assert 2 <= load_checkpoint(out / "checkpoint.pt")["step"] < 400
 
 
 @pytest.mark.slow

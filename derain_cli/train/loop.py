@@ -281,6 +281,7 @@ def train(
             start=start, stop=total, global_batch=tc.batch_size, rank=ctx.rank, world=ctx.world
         ),
         num_workers=workers,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
     )
@@ -462,6 +463,19 @@ class _Meter:
 #: Signals that make the loop checkpoint and stop at the next step boundary: Ctrl-C, and the
 #: SIGTERM that job schedulers and ``timeout`` send at the end of a time-limited (GPU) window.
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers leave SIGTERM (and SIGINT) to the training process.
+
+    ``timeout``, Slurm and a terminal's Ctrl-C signal the whole process group. torch's workers
+    ignore SIGINT but die on SIGTERM, and the main process then raises "DataLoader worker ...
+    is killed by signal" in the middle of a step instead of checkpointing. Ignored here, the
+    workers end when the main process closes the loader (or dies: they watch their parent).
+    """
+    del worker_id
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class _StopOnSignal:
