@@ -33,6 +33,7 @@ def _require(*checks: tuple[bool, str]) -> None:
 SamplingStrategy = Literal["random", "neighbour", "nonlocal"]
 LayerContrastForm = Literal["infonce", "supcon"]
 RainL1Target = Literal["r", "o_minus_b"]
+LowfreqSpace = Literal["rgb", "chroma"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class LossConfig:
     use_lowfreq: bool = False
     lowfreq_weight: float = 2.0
     lowfreq_pool: int = 8  # k: side of the averaged blocks, in pixels
+    lowfreq_space: LowfreqSpace = "rgb"  # "chroma": colour only, brightness free (veil removal)
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [

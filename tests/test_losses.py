@@ -53,6 +53,19 @@ def test_lowfreq_consistency_compares_block_means() -> None:
     assert lowfreq_consistency_loss(b, o, 64).item() == pytest.approx(1 / 4)
 
 
+def test_lowfreq_chroma_ignores_grey_light_but_not_a_tint() -> None:
+    g = torch.Generator().manual_seed(0)
+    o = torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
+    veiled = o + 0.3  # grey light added everywhere: a brightness change, no colour change
+    assert lowfreq_consistency_loss(veiled, o, 8, "chroma").item() == pytest.approx(0, abs=1e-6)
+    assert lowfreq_consistency_loss(veiled, o, 8, "rgb").item() == pytest.approx(0.3, abs=1e-5)
+    tinted = o.clone()
+    tinted[:, 1] += 0.3  # green up by 0.3: channel means move by +0.2 (G) and -0.1 (R, B)
+    assert lowfreq_consistency_loss(tinted, o, 8, "chroma").item() == pytest.approx(0.4 / 3)
+    with pytest.raises(ValueError, match="lowfreq space"):
+        lowfreq_consistency_loss(o, o, 8, "lab")
+
+
 def test_lsgan_values() -> None:
     real, fake = lsgan_discriminator_loss(torch.ones(2, 1, 3, 3), torch.zeros(2, 1, 3, 3))
     assert real.item() == 0.0 and fake.item() == 0.0

@@ -15,6 +15,14 @@ haze of heavy rain) is a low-frequency change too, and this term resists removin
 trades veil removal against tone fidelity, measured in ``docs/training.md``'s ablation table.
 reference.md measured ``+ 2.0 * L1(avgpool8(B), avgpool8(O))`` on top of ``B = O - relu(G(O))``:
 21.44 -> 21.76 dB after 66 s on an H200.
+
+``space = "chroma"`` compares only the colour of the block means, ``x - mean_c(x)`` (each pixel
+minus the mean of its three channels), and leaves their brightness free. Rain and its veil add
+near-grey light (the data's rain model: streaks and a veil ``B (1 - t) + A t`` with a scalar
+airlight A), so on bench-dev the rainy input is 20 grey levels brighter than the clean image on
+average (34 on the storm half): the RGB form pins B to that brightness, the chroma form keeps
+only the hue, which is what a colour cast changes. The veil also lowers saturation by (1 - t)
+(t <= 0.2), which the chroma form keeps.
 """
 
 from __future__ import annotations
@@ -22,12 +30,21 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+LOWFREQ_SPACES = ("rgb", "chroma")
 
-def lowfreq_consistency_loss(b: Tensor, o: Tensor, pool: int) -> Tensor:
+
+def lowfreq_consistency_loss(b: Tensor, o: Tensor, pool: int, space: str = "rgb") -> Tensor:
     """``mean(|avgpool_k(B) - avgpool_k(O)|)`` with ``k = pool``; a 0-dim fp32 tensor.
 
+    ``space="chroma"`` first removes each pixel's channel mean from B and O (module docstring).
     Blocks that do not fit at the right/bottom edge are dropped (``avg_pool2d`` floor mode); an
     image smaller than one block is compared as a whole.
     """
+    if space not in LOWFREQ_SPACES:
+        raise ValueError(f"lowfreq space {space!r}: choose one of {', '.join(LOWFREQ_SPACES)}")
+    b, o = b.float(), o.float()
+    if space == "chroma":
+        b = b - b.mean(dim=1, keepdim=True)
+        o = o - o.mean(dim=1, keepdim=True)
     k = max(1, min(pool, b.shape[-2], b.shape[-1]))
-    return (F.avg_pool2d(b.float(), k) - F.avg_pool2d(o.float(), k)).abs().mean()
+    return (F.avg_pool2d(b, k) - F.avg_pool2d(o, k)).abs().mean()

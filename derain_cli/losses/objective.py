@@ -205,7 +205,7 @@ class NLCLObjective(nn.Module):
             terms["location_contrast"] = loss
             weights["location_contrast"] = lc.location_weight
         if lc.use_lowfreq:
-            terms["lowfreq"] = lowfreq_consistency_loss(b, o, lc.lowfreq_pool)
+            terms["lowfreq"] = lowfreq_consistency_loss(b, o, lc.lowfreq_pool, lc.lowfreq_space)
             weights["lowfreq"] = lc.lowfreq_weight
         total = sum((weights[k] * v for k, v in terms.items()), self._zero(self.g_b))
         terms["total"] = total
