@@ -69,4 +69,4 @@ def make(output: Path = OUTPUT) -> Path:
 
 if __name__ == "__main__":
     path = make()
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")  # noqa: T201
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
