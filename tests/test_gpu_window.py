@@ -236,6 +236,28 @@ def test_stage_refuses_bench_dev_and_its_copies(tmp_path: Path) -> None:
     assert stage.main([*args, "--extra-clean", str(shared / "bench-dev")]) == 1
 
 
+def test_stage_refuses_a_resized_reencoded_bench_dev_photo(tmp_path: Path, capsys: Any) -> None:
+    """The original of a bench-dev photo (other size, other codec) is caught by its thumbnail."""
+    from PIL import Image
+
+    shared = fake_shared(tmp_path / "shared")
+    yy, xx = np.mgrid[0:64, 0:80] / 80.0
+    scene = np.stack([np.sin(6 * xx) * yy, np.cos(5 * yy + xx), xx * yy], axis=-1) * 0.5 + 0.5
+    save(shared / "bench-dev" / "img-0.png", scene)  # a smooth "photo", as real ones are
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    with Image.open(shared / "bench-dev" / "img-0.png") as image:
+        image.convert("RGB").resize((120, 96), Image.Resampling.BICUBIC).save(
+            extra / "original.jpg", quality=80
+        )
+    save(extra / "unrelated.png", np.random.default_rng(5).random((40, 48, 3)))
+    args = ["--shared", str(shared), "--dest", str(tmp_path / "stage"), "--whl", str(tmp_path)]
+    assert stage.main([*args, "--extra-clean", str(extra)]) == 1
+    assert "original.jpg: looks like bench-dev's img-0.png" in capsys.readouterr().err
+    (extra / "original.jpg").unlink()
+    assert stage.main([*args, "--extra-clean", str(extra)]) == 0
+
+
 def test_stage_refuses_a_payload_over_budget(tmp_path: Path, capsys: Any) -> None:
     shared = fake_shared(tmp_path / "shared")
     dest = tmp_path / "stage"
