@@ -83,7 +83,8 @@ def compact_moments(optimizer_state: dict[str, Any]) -> dict[str, Any]:
     bfloat16 they keep float32's range and 3 significant digits, so the update ``m / sqrt(v)``
     of the first steps after a resume changes by ~0.4% at most, and a resumed run is no longer
     bit-identical to an uninterrupted one. ``Optimizer.load_state_dict`` casts them back to the
-    parameters' dtype. Weights, EMA and the momentum encoder stay float32.
+    parameters' dtype. Weights and the EMA of G_B stay float32 (the momentum encoder does not:
+    :func:`compact_keys`).
     """
     state = {
         index: {
