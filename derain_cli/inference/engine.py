@@ -23,6 +23,10 @@ now) they live in memory-mapped temporary files (``$DERAIN_TMPDIR`` or the syste
 which the strip-by-strip access pattern lets the OS page cache serve well; the files are removed
 when the image is done, failed or interrupted.
 
+Space-to-depth networks (:class:`CellNetwork`, e.g. ``nlcl-s2d``) are
+``from_cells(x, gen(to_cells(x)))``: the lossless rearrangements run on the host and ``gen`` is
+streamed as above over the cell grid, so they tile exactly too.
+
 Networks without such a norm are tiled the classic way: overlapping tiles blended with cosine
 feathering (``tiling.py``). See ``docs/inference.md`` for the measured agreement.
 """
@@ -88,6 +92,35 @@ class HasModule(Protocol):
     """What the derainer needs from ``derain_cli.weights.LoadedWeights``."""
 
     module: nn.Module
+
+
+class CellNetwork(Protocol):
+    """A generator that is ``from_cells(x, gen(to_cells(x)))`` (e.g. ``nlcl-s2d``).
+
+    ``to_cells`` and ``from_cells`` are lossless, parameter-free rearrangements (space-to-depth
+    and back, padding and cropping, the output parametrisation) that run on the host; ``gen`` is
+    the part with convolutions and norms, which is streamed tile by tile over the cell grid.
+    ``factor`` is the cell side in pixels.
+    """
+
+    factor: int
+    gen: nn.Module
+
+    def to_cells(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def from_cells(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+def cell_network(module: nn.Module) -> CellNetwork | None:
+    """``module`` as a :class:`CellNetwork` when it has that shape, else None."""
+    parts = (getattr(module, name, None) for name in ("to_cells", "from_cells"))
+    if not all(callable(part) for part in parts):
+        return None
+    if not isinstance(getattr(module, "gen", None), nn.Module):
+        return None
+    if not isinstance(getattr(module, "factor", None), int):
+        return None
+    return module  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- device, dtype
@@ -547,6 +580,8 @@ def _is_pad(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 #: Images narrower or shorter than this are edge-padded to it before the network runs.
 MIN_SIDE = 8
+#: Smallest tile side, in cells, when a cell network is streamed (below it the halo dominates).
+MIN_CELL_TILE = 16
 
 
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -608,9 +643,12 @@ class Derainer:
         module.eval()
         self.stream_plan: StreamPlan | None
         self.unsupported_reason = ""
+        #: Set for ``from_cells(x, gen(to_cells(x)))`` networks: tiles stream ``gen`` over cells.
+        self.cells = cell_network(module)
+        streamed = self.cells.gen if self.cells is not None else module
         has_norms = any(needs_image_statistics(m) for m in module.modules())
         try:
-            self.stream_plan = build_stream_plan(module) if has_norms else None
+            self.stream_plan = build_stream_plan(streamed) if has_norms else None
         except _Unsupported as exc:
             self.stream_plan, self.unsupported_reason = None, str(exc)
         self.needs_statistics = has_norms
@@ -620,7 +658,9 @@ class Derainer:
         self.module = module.to(  # type: ignore[call-overload]
             device=self.device, dtype=self.dtype, memory_format=memory_format
         )
-        self.bytes_per_pixel = bytes_per_pixel(module)
+        self.bytes_per_pixel = bytes_per_pixel(streamed)
+        if self.cells is not None:  # activations live on the cell grid: factor^2 pixels a cell
+            self.bytes_per_pixel = max(1, self.bytes_per_pixel // self.cells.factor**2)
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------- public
@@ -681,7 +721,18 @@ class Derainer:
                 f"cannot tile architecture {self.arch!r} exactly ({self.unsupported_reason}); "
                 "use --tile 0"
             )
-        height, width = rgb.shape[:2]
+        image = _to_tensor(rgb)
+        if self.cells is not None:
+            # Rearrange on the host (lossless), stream gen over the cells, rearrange back.
+            cells = self.cells.to_cells(image)
+            tile = max(MIN_CELL_TILE, tile // self.cells.factor)
+            out = self._stream(plan, cells.to(self.dtype), tile).float()
+            return _to_image(self.cells.from_cells(image, out))
+        return _to_image(self._stream(plan, image.to(self.dtype), tile))
+
+    def _stream(self, plan: StreamPlan, x: torch.Tensor, tile: int) -> torch.Tensor:
+        """The streamed network's output for host tensor ``x`` (1, C, H, W), a host copy."""
+        height, width = x.shape[-2:]
         itemsize = torch.empty(0, dtype=self.dtype).element_size()
         needed = host_buffer_bytes(plan, height, width, itemsize)
         budget = self.host_memory
@@ -696,9 +747,9 @@ class Derainer:
             spill_bytes=needed,
         )
         with arena:
-            host = {plan.placeholder: _to_tensor(rgb).to(self.dtype)}
+            host = {plan.placeholder: x}
             self._stream_segments(plan, host, arena, strip_tiles(height, width, tile))
-            return _to_image(host[plan.segments[-1].target])  # a copy: the arena may unmap
+            return host[plan.segments[-1].target].clone()  # a copy: the arena may unmap
 
     def _stream_segments(
         self,

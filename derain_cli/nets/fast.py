@@ -24,14 +24,15 @@ reference.md measured 2.48 MP/s for the same layout on 1024x512).
 Padding uses edge replication (no black border for the InstanceNorm statistics to see) and
 always leaves at least two cells per side, so every image size works, even 1 x 1.
 
-Inference runs images whole: the layer streamer of :mod:`derain_cli.inference.engine` does not
-support pixel (un)shuffling (nor can it trace the size-dependent padding here), so ``Derainer``
-falls back to one piece and an explicit ``--tile`` smaller than the image stops with its
-"cannot tile ... exactly" message rather than tiling with per-tile statistics. That is
-affordable because activations live at 1/r^2 of the pixels: ``C / r^2 = 3`` floats per image
-pixel per live activation, about 80 B/px of measured peak CPU memory for a whole image
-(2048x2048: 0.34 GB; 4096x4096: 1.35 GB), against about 640 B/px for the authors' layout run
-whole.
+Tiling. The network is a lossless rearrangement (:meth:`to_cells`), a plain stack of 3x3
+convolutions and InstanceNorms (``gen``), and the inverse rearrangement (:meth:`from_cells`).
+:class:`derain_cli.inference.engine.Derainer` recognises that shape: it rearranges the image on
+the host, streams ``gen`` over the cells tile by tile with exact whole-image InstanceNorm
+statistics (as for the authors' net), and puts the pixels back, so ``--tile`` and automatic
+tiling give the untiled result up to rounding. Activations live at 1/r^2 of the pixels
+(``C / r^2 = 3`` floats per image pixel per live activation): run whole, an image took about
+80 B/px of peak CPU memory (2048x2048: 0.34 GB; 4096x4096: 1.35 GB), against about 640 B/px for
+the authors' layout.
 """
 
 from __future__ import annotations
@@ -76,12 +77,12 @@ class SpaceToDepthGenerator(nn.Module):
         self.gen = nn.Sequential(*layers)
         self.shuffle = nn.PixelShuffle(factor)
 
-    def _cells(self, x: torch.Tensor) -> torch.Tensor:
-        """Replicate-pad to whole cells (at least two per side) and unshuffle.
+    def to_cells(self, x: torch.Tensor) -> torch.Tensor:
+        """Replicate-pad to whole cells (at least two per side) and unshuffle: ``gen``'s input.
 
-        The ``max`` makes this untraceable by ``torch.fx``, so the engine's layer streamer
-        refuses the net cleanly at construction (a traceable version would reach its shape
-        probe, which feeds the first conv's channel count to the image input and fails).
+        Lossless and parameter-free: the tiling engine runs it on the host, streams ``gen`` (a
+        plain stack of convolutions and InstanceNorms) over the cells tile by tile with exact
+        whole-image statistics, and finishes with :meth:`from_cells`.
         """
         r = self.factor
         height, width = x.shape[-2:]
@@ -91,10 +92,13 @@ class SpaceToDepthGenerator(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         return self.unshuffle(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def from_cells(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The background from input ``x`` and ``gen``'s output cells ``y`` (parameter-free)."""
         height, width = x.shape[-2:]
-        y = self.shuffle(self.gen(self._cells(x)))[..., :height, :width]
-        return apply_output(x, y, self.output)
+        return apply_output(x, self.shuffle(y)[..., :height, :width], self.output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_cells(x, self.gen(self.to_cells(x)))
 
     def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
         """Activations of ``gen[i]`` for each ``i`` in ``layers`` (at 1/r of the resolution).
@@ -108,7 +112,7 @@ class SpaceToDepthGenerator(nn.Module):
         if bad or not wanted:
             raise ValueError(f"generator layers are 0..{len(self.gen) - 1}, got {bad or wanted}")
         found: dict[int, torch.Tensor] = {}
-        h = self._cells(x)
+        h = self.to_cells(x)
         for i, layer in enumerate(list(self.gen)[: max(wanted) + 1]):
             h = layer(h)
             if i in wanted:
