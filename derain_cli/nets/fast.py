@@ -17,9 +17,9 @@ Nothing is thrown away (the rearrangement is a bijection), but each 3x3 convolut
 ``3r x 3r`` pixel neighbourhood, and every value of a cell is predicted jointly, so fine detail
 has to be learned back by the convolutions: whether quality holds is for training to show.
 Untrained, r=4 with 48 channels x 12 blocks (the defaults) ran at 1.6-2.0 MP/s on 512x512 and
-1024x512 images (the authors' layout: 0.04-0.08 MP/s in the same runs) and about 0.9 MP/s on
-2048x2048, where it is memory-bound, on a shared 2-core CPU (``bench/infer_speed.py``;
-reference.md measured 2.48 MP/s for the same layout on 1024x512).
+1024x512 images (the authors' layout: 0.04-0.08 MP/s in the same runs) on a shared 2-core CPU,
+and 0.83 MP/s on 2048x2048 run whole, 1.26 MP/s tiled (``bench/infer_speed.py``,
+``docs/benchmarks.md``; reference.md measured 2.48 MP/s for the same layout on 1024x512).
 
 Padding uses edge replication (no black border for the InstanceNorm statistics to see) and
 always leaves at least two cells per side, so every image size works, even 1 x 1.
