@@ -54,16 +54,6 @@ from derain_cli.nets.heads import HeadSet
 from derain_cli.nets.registry import build_generator
 from derain_cli.sampling import gather_features, grid_shape, random_indices, select_matches
 
-#: Names of the generator-step terms, in the order they are reported.
-GENERATOR_TERMS: tuple[str, ...] = (
-    "adv",
-    "consistency",
-    "rain_l1",
-    "layer_contrast",
-    "location_contrast",
-    "lowfreq",
-)
-
 
 @contextlib.contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:

@@ -129,10 +129,12 @@ def signature(path: Path) -> np.ndarray:
 
 def bench_dev_signatures(bench_dev: Path | None) -> tuple[list[Path], np.ndarray]:
     """Signatures of every bench-dev image (rainy and clean): ``(paths, (n, 1024) matrix)``."""
-    if bench_dev is None or not bench_dev.is_dir():
+    paths: list[Path] = []
+    if bench_dev is not None and bench_dev.is_dir():
+        paths = sorted(p for p in bench_dev.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
         return [], np.zeros((0, SIGNATURE_SIDE * SIGNATURE_SIDE))
-    paths = sorted(p for p in bench_dev.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return paths, np.stack([signature(p) for p in paths]) if paths else np.zeros((0, 1024))
+    return paths, np.stack([signature(p) for p in paths])
 
 
 def check_not_a_bench_dev_photo(path: Path, bench: tuple[list[Path], np.ndarray]) -> None:
