@@ -1,0 +1,371 @@
+"""Which files to derain and where each result goes: paths only, no pixels.
+
+:func:`plan_jobs` turns ``IN...`` (files, folders, globs, or a lone ``-``) and ``-o OUT`` into a
+list of :class:`Job` s. Every check that needs no pixels happens here (missing inputs, no images
+found, output folder is a file, an output that would replace an input, two inputs writing the
+same output), so a bad invocation fails before the model is loaded or any image is read. The
+streamed runner over the jobs is :mod:`derain_cli.inference.batch`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from derain_cli.errors import UsageError
+from derain_cli.imaging import SUPPORTED_FORMATS
+
+#: ``--format`` choice -> the suffix it gets when the input's own suffix does not fit.
+FORMAT_SUFFIXES: dict[str, str] = {key: spec.suffixes[0] for key, spec in SUPPORTED_FORMATS.items()}
+#: Output suffixes we can write, mapped to their ``--format`` choice.
+WRITABLE_SUFFIXES: dict[str, str] = {
+    suffix: key for key, spec in SUPPORTED_FORMATS.items() for suffix in spec.suffixes
+}
+#: Suffixes picked up when walking a folder or expanding a glob (others are ignored silently).
+INPUT_SUFFIXES: frozenset[str] = frozenset(
+    {*WRITABLE_SUFFIXES, ".jpe", ".jfif", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
+)
+FORMAT_CHOICES: tuple[str, ...] = ("auto", *SUPPORTED_FORMATS)
+STDIO = "-"
+#: Suffix for a single file written next to its input when ``-o`` is left out.
+DEFAULT_SIBLING_SUFFIX = "-derained"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its result goes. ``None`` means stdin (input) or stdout (output)."""
+
+    input: Path | None
+    output: Path | None
+    fmt: str  # a key of imaging.SUPPORTED_FORMATS
+
+    @property
+    def input_label(self) -> str:
+        return STDIO if self.input is None else str(self.input)
+
+    @property
+    def output_label(self) -> str:
+        return STDIO if self.output is None else str(self.output)
+
+
+def plan_jobs(
+    sources: str | Sequence[str],
+    output: str | None,
+    *,
+    recursive: bool = False,
+    suffix: str = "",
+    fmt: str = "auto",
+    skip_existing: bool = False,
+    overwrite: bool = False,
+) -> list[Job]:
+    """Resolve ``IN...`` and ``-o OUT`` into jobs, or raise :class:`UsageError` (exit 2).
+
+    Each ``IN`` is ``-`` (stdin), an existing file, an existing folder (its images; with
+    ``recursive`` the whole tree, mirrored under ``OUT``), or a glob (mirrored under ``OUT`` from
+    the glob's first wildcard folder). ``fmt="auto"`` keeps each input's format (``.jpg`` stays
+    ``.jpg``; formats we cannot write, such as BMP or GIF, become PNG).
+
+    Several inputs exist because shells expand ``derain *.jpg -o out/`` into many arguments; see
+    :func:`_plan_several` for their rules. Repeated inputs count once, so one input left after
+    that behaves exactly like a single ``IN``.
+    """
+    if fmt not in FORMAT_CHOICES:
+        raise UsageError(f"unknown --format {fmt!r} (choose from {', '.join(FORMAT_CHOICES)})")
+    if skip_existing and overwrite:
+        raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
+    if os.sep in suffix or "/" in suffix:
+        raise UsageError(f"--suffix {suffix!r} must not contain a path separator")
+
+    unique = _unique_sources([sources] if isinstance(sources, str) else list(sources))
+    if not unique:
+        raise UsageError("no input given (IN: an image, a folder, a quoted glob or -)")
+    if len(unique) == 1:
+        jobs = _plan_one(unique[0], output, recursive, suffix, fmt)
+    else:
+        jobs = _plan_several(unique, output, recursive, suffix, fmt)
+    _refuse_collisions(jobs)
+    return jobs
+
+
+def _plan_one(source: str, output: str | None, recursive: bool, suffix: str, fmt: str) -> list[Job]:
+    """A single ``IN``: a file may go to a file, a folder or stdout; stdin is allowed."""
+    if source == STDIO:
+        return [_stdin_job(output, fmt)]
+    _refuse_missing([source])
+    if os.path.isfile(source):
+        return [_file_job(Path(source), output, suffix, fmt)]
+    kind = "folder" if os.path.isdir(source) else "glob"
+    out_dir = _output_folder(output, f"'{source}' is a {kind}")
+    return _expand_source(source, out_dir, recursive, suffix, fmt, nest=False)
+
+
+def _plan_several(
+    sources: list[str], output: str | None, recursive: bool, suffix: str, fmt: str
+) -> list[Job]:
+    """Several ``IN`` s (files, folders, globs in any mix) into one output folder.
+
+    Files land directly in ``OUT``; a glob mirrors its tree below its fixed part, as alone. A
+    folder's images land directly in ``OUT`` too, unless several folders are given: then each
+    one's tree goes under ``OUT/<folder name>/`` so that same-named files cannot clash. An image
+    reached twice (``a.jpg`` and a folder holding it) is processed once, at its first mention.
+    """
+    if STDIO in sources:
+        raise UsageError("'-' (stdin) cannot be combined with other inputs; run it separately")
+    why = f"{len(sources)} inputs were given"
+    out_dir = _output_folder(output, why)
+    _refuse_missing(sources)
+    folders = [source for source in sources if os.path.isdir(source)]
+    _refuse_output_among_folders(folders, out_dir)
+    nest = len(folders) > 1
+    if nest:
+        _refuse_same_folder_names(folders, out_dir)
+    jobs: list[Job] = []
+    for source in sources:
+        if os.path.isfile(source):
+            jobs.append(_mirrored_job(Path(source), Path(Path(source).name), out_dir, suffix, fmt))
+        else:
+            jobs.extend(_expand_source(source, out_dir, recursive, suffix, fmt, nest=nest))
+    seen: set[str] = set()
+    unique_jobs: list[Job] = []
+    for job in jobs:
+        assert job.input is not None
+        key = _same_file_key(job.input)
+        if key not in seen:
+            seen.add(key)
+            unique_jobs.append(job)
+    return unique_jobs
+
+
+def _expand_source(
+    source: str, out_dir: Path, recursive: bool, suffix: str, fmt: str, *, nest: bool
+) -> list[Job]:
+    """The jobs of one folder or glob; finding no image in it is a usage error naming it."""
+    if os.path.isdir(source):
+        pairs = _walk_folder(Path(source), recursive, exclude=out_dir)
+        if not pairs:
+            what = "folder tree" if recursive else "folder (use --recursive for subfolders)"
+            hint = _skipped_output_hint(Path(source), out_dir)
+            raise UsageError(f"{source}: no images found in this {what}{hint}")
+        base = out_dir / _folder_name(source) if nest else out_dir
+    else:
+        pairs = _expand_glob(source, exclude=out_dir)
+        if not pairs:
+            hint = _skipped_output_hint(_glob_root(source), out_dir)
+            raise UsageError(f"{source}: no images match this pattern{hint}")
+        base = out_dir
+    return [_mirrored_job(path, rel, base, suffix, fmt) for path, rel in pairs]
+
+
+def _unique_sources(sources: list[str]) -> list[str]:
+    """Drop repeated inputs (``a.jpg ./a.jpg``, ``in in/``), keeping the first spelling."""
+    seen: set[str] = set()
+    unique: list[str] = []
+    for source in sources:
+        exists = source != STDIO and os.path.exists(source)
+        key = _same_file_key(Path(source)) if exists else source
+        if key not in seen:
+            seen.add(key)
+            unique.append(source)
+    return unique
+
+
+def _refuse_missing(sources: Sequence[str]) -> None:
+    """Name every input that is neither a file, a folder nor a glob, before any work starts."""
+    missing = [
+        source
+        for source in sources
+        if not (os.path.isfile(source) or os.path.isdir(source) or glob.has_magic(source))
+    ]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no such file or folder")
+
+
+def _folder_name(source: str) -> str:
+    return Path(os.path.realpath(source)).name
+
+
+def _refuse_output_among_folders(folders: Sequence[str], out_dir: Path) -> None:
+    """A folder input inside OUT (``derain * -o out/`` on a rerun) would derain earlier outputs."""
+    for folder in folders:
+        if _inside(Path(folder), out_dir):
+            raise UsageError(
+                f"{folder}: this input folder is (inside) the output folder {out_dir}; "
+                "choose another -o"
+            )
+
+
+def _refuse_same_folder_names(folders: Sequence[str], out_dir: Path) -> None:
+    by_name: dict[str, str] = {}
+    for folder in folders:
+        name = _folder_name(folder)
+        if not name:
+            raise UsageError(f"{folder}: cannot mirror a root folder with other folders")
+        if name in by_name:
+            raise UsageError(
+                f"{by_name[name]} and {folder} would both be written to {out_dir / name}; "
+                "run them separately"
+            )
+        by_name[name] = folder
+
+
+def _stdin_job(output: str | None, fmt: str) -> Job:
+    if output is None or output == STDIO:
+        return Job(None, None, "png" if fmt == "auto" else fmt)
+    if _looks_like_folder(output):
+        raise UsageError(f"with '-' as input, -o must be a file name or '-' (got folder {output})")
+    return Job(None, Path(output), _format_for_file(Path(output), fmt))
+
+
+def _file_job(path: Path, output: str | None, suffix: str, fmt: str) -> Job:
+    if output is None:
+        sibling_suffix = suffix or DEFAULT_SIBLING_SUFFIX
+        return _mirrored_job(path, Path(path.name), path.parent, sibling_suffix, fmt)
+    if output == STDIO:
+        return Job(path, None, "png" if fmt == "auto" else fmt)
+    if _looks_like_folder(output):
+        out_dir = _existing_folder_or_new(output)
+        return _mirrored_job(path, Path(path.name), out_dir, suffix, fmt)
+    return Job(path, Path(output), _format_for_file(Path(output), fmt))
+
+
+def _looks_like_folder(output: str) -> bool:
+    return os.path.isdir(output) or output.endswith(("/", os.sep))
+
+
+def _format_for_file(dest: Path, fmt: str) -> str:
+    """The format of an explicit output file name; ``--format`` must agree with its suffix."""
+    by_suffix = WRITABLE_SUFFIXES.get(dest.suffix.lower())
+    if fmt == "auto":
+        if by_suffix is None:
+            known = ", ".join(sorted(WRITABLE_SUFFIXES))
+            raise UsageError(
+                f"{dest}: cannot tell the output format from the name (use {known} or --format)"
+            )
+        return by_suffix
+    if by_suffix is not None and by_suffix != fmt:
+        raise UsageError(f"{dest}: --format {fmt} contradicts the file suffix {dest.suffix}")
+    return fmt
+
+
+def _output_folder(output: str | None, why: str) -> Path:
+    if output is None:
+        raise UsageError(f"-o OUT (a folder) is required because {why}")
+    if output == STDIO:
+        raise UsageError(f"-o - (stdout) takes a single image, but {why}")
+    return _existing_folder_or_new(output)
+
+
+def _existing_folder_or_new(output: str) -> Path:
+    """``-o OUT`` as a folder: an existing folder, or a path to create (never an existing file)."""
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{output}: output folder is a file")
+    return out_dir
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in INPUT_SUFFIXES
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
+def _nested_output(root: Path, out_dir: Path) -> Path | None:
+    """``out_dir`` when it lies strictly inside ``root`` (so it must not be read as input)."""
+    if _inside(out_dir, root) and os.path.realpath(out_dir) != os.path.realpath(root):
+        return out_dir
+    return None
+
+
+def _skipped_output_hint(root: Path, out_dir: Path) -> str:
+    if _nested_output(root, out_dir) is None:
+        return ""
+    return f" (images inside the output folder {out_dir} are never read as inputs)"
+
+
+def _walk_folder(root: Path, recursive: bool, exclude: Path) -> list[tuple[Path, Path]]:
+    """Image files under ``root`` as (path, path relative to root), sorted, outputs excluded.
+
+    Hidden files and folders are skipped, and so is ``exclude`` (the output folder) when it lies
+    inside ``root``: a rerun must not derain its own earlier outputs.
+    """
+    nested = _nested_output(root, exclude)
+    found: list[tuple[Path, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if nested is not None and _inside(here, nested):
+            dirnames.clear()
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        for name in sorted(filenames):
+            path = here / name
+            if _is_image_name(name) and path.is_file():
+                found.append((path, path.relative_to(root)))
+    return sorted(found, key=lambda pair: pair[1].as_posix())
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder before the first wildcard component: outputs mirror the tree below it."""
+    parts = Path(pattern).parts
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path()
+
+
+def _expand_glob(pattern: str, exclude: Path) -> list[tuple[Path, Path]]:
+    root = _glob_root(pattern)
+    nested = _nested_output(root, exclude)
+    found: list[tuple[Path, Path]] = []
+    for match in glob.glob(pattern, recursive=True):
+        path = Path(match)
+        if not (_is_image_name(path.name) and path.is_file()):
+            continue
+        if nested is not None and _inside(path, nested):
+            continue
+        found.append((path, path.relative_to(root)))
+    return sorted(found, key=lambda pair: pair[1].as_posix())
+
+
+def _mirrored_job(path: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -> Job:
+    in_suffix = path.suffix
+    kept = WRITABLE_SUFFIXES.get(in_suffix.lower())
+    if fmt == "auto":
+        out_fmt = kept or "png"
+        out_suffix = in_suffix if kept else FORMAT_SUFFIXES["png"]
+    else:
+        out_fmt = fmt
+        out_suffix = in_suffix if kept == fmt else FORMAT_SUFFIXES[fmt]
+    name = f"{path.stem}{suffix}{out_suffix}"
+    return Job(path, out_dir / rel.parent / name, out_fmt)
+
+
+def _same_file_key(path: Path) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _refuse_collisions(jobs: Sequence[Job]) -> None:
+    """An output may never be an input, and two inputs may never share one output."""
+    inputs = {_same_file_key(job.input): job for job in jobs if job.input is not None}
+    outputs: dict[str, Job] = {}
+    for job in jobs:
+        if job.output is None:
+            continue
+        key = _same_file_key(job.output)
+        if key in inputs:
+            raise UsageError(
+                f"{job.output}: output would replace the input {inputs[key].input_label}; "
+                "choose another -o, --suffix or --format"
+            )
+        if key in outputs:
+            raise UsageError(
+                f"{job.output}: both {outputs[key].input_label} and {job.input_label} would be "
+                "written here; use --suffix or separate runs"
+            )
+        outputs[key] = job
