@@ -36,7 +36,7 @@ def atomic_open(path: Path | str) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp_name, _new_file_mode(path))
+        os.chmod(tmp_name, new_file_mode(path))
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -61,7 +61,7 @@ def remove_stale_temps(folder: Path | str) -> list[Path]:
     return removed
 
 
-def _new_file_mode(path: Path) -> int:
+def new_file_mode(path: Path) -> int:
     """Keep an existing file's permissions; new files get 0o666 minus the umask, like open()."""
     with contextlib.suppress(OSError):
         return path.stat().st_mode & 0o7777

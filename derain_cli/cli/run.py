@@ -11,24 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
 from derain_cli.cli.common import err_console, print_error, user_errors
 from derain_cli.cli.options import Device, DeviceOption, Precision, PrecisionOption, TileOption
-from derain_cli.errors import UsageError
+from derain_cli.errors import DerainError, UsageError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from derain_cli.inference.batch import Derain, Result
+    from derain_cli.inference.report import LineStream, ReportFile
+
+#: Exit status when stdout is a pipe whose reader has gone: 128 + SIGPIPE, as a shell shows it.
+BROKEN_PIPE_EXIT = 141
 
 
 class OutputFormat(str, Enum):
@@ -121,6 +126,7 @@ def command(
     with _unexpected_errors(debug), user_errors(debug):
         from derain_cli import imaging
         from derain_cli.inference.batch import plan_jobs, stream_jobs
+        from derain_cli.inference.report import LineStream, ReportFile, check_report_path
 
         jobs = plan_jobs(
             sources,
@@ -139,22 +145,28 @@ def command(
         else:
             limit = max_megapixels or None
 
-        with _open_report(report) as report_file:
-            derainer = _load_model(weights, device, precision, tile, overlap, quiet)
-            results = stream_jobs(
-                jobs,
-                derainer,
-                skip_existing=skip_existing,
-                overwrite=overwrite,
-                max_megapixels=limit,
-                quality=quality,
-                stdin=sys.stdin.buffer if jobs[0].input is None else None,
-                stdout=sys.stdout.buffer if writes_stdout else None,
-            )
-            sinks: list[IO[str]] = [sys.stdout] if as_json else []
-            if report_file is not None:
-                sinks.append(report_file)
+        if report is not None:
+            check_report_path(report, jobs)
+
+        derainer = _load_model(weights, device, precision, tile, overlap, quiet)
+        results = stream_jobs(
+            jobs,
+            derainer,
+            skip_existing=skip_existing,
+            overwrite=overwrite,
+            max_megapixels=limit,
+            quality=quality,
+            stdin=sys.stdin.buffer if jobs[0].input is None else None,
+            stdout=sys.stdout.buffer if writes_stdout else None,
+        )
+        sinks: list[LineStream | ReportFile] = [LineStream(sys.stdout, "stdout")] if as_json else []
+        if report is not None:
+            sinks.append(ReportFile(report))
+        failed = 0
+        try:
             failed = _consume(results, len(jobs), sinks=sinks, quiet=quiet, debug=debug)
+        finally:
+            failed += _close_sinks(sinks)
     if failed:
         raise typer.Exit(1)
 
@@ -184,17 +196,16 @@ def _load_model(
     return derainer
 
 
-@contextlib.contextmanager
-def _open_report(report: Path | None) -> Iterator[IO[str] | None]:
-    if report is None:
-        yield None
-        return
-    try:
-        handle = report.open("w", encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{report}: cannot write the report ({exc.strerror or exc})") from None
-    with handle:
-        yield handle
+def _close_sinks(sinks: list[LineStream | ReportFile]) -> int:
+    """Put the report in place; 1 if that failed (reported here), else 0."""
+    failures = 0
+    for sink in sinks:
+        try:
+            sink.close()
+        except DerainError as exc:
+            print_error(str(exc))
+            failures = 1
+    return failures
 
 
 @contextlib.contextmanager
@@ -204,6 +215,11 @@ def _unexpected_errors(debug: bool) -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort, typer.TyperException):
         raise
+    except BrokenPipeError:
+        # The reader of stdout went away (``derain ... --json | head -1``): stop quietly, like
+        # other Unix tools, with the status a shell shows for a process ended by SIGPIPE.
+        _silence_stdout()
+        raise typer.Exit(BROKEN_PIPE_EXIT) from None
     except KeyboardInterrupt:
         err_console.print("derain: interrupted (finished outputs are complete; no partial files)")
         raise typer.Exit(130) from None
@@ -212,6 +228,14 @@ def _unexpected_errors(debug: bool) -> Iterator[None]:
             err_console.print_exception()
         print_error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
         raise typer.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit raises no second BrokenPipeError."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _print_traceback(exc: BaseException) -> None:
@@ -224,12 +248,13 @@ def _consume(
     results: Generator[Result, None, None],
     total: int,
     *,
-    sinks: list[IO[str]],
+    sinks: Sequence[LineStream | ReportFile],
     quiet: bool,
     debug: bool,
 ) -> int:
-    """Report each result as it arrives; return the number of failed files."""
+    """Report each result as it arrives; return the number of failed files and sinks."""
     counts = {"ok": 0, "skipped": 0, "failed": 0}
+    sink_failures = 0
     megapixels = 0.0
     warned_alpha = False
     start = time.perf_counter()
@@ -240,8 +265,11 @@ def _consume(
             megapixels += result.megapixels
             line = json.dumps(result.record(), ensure_ascii=False)
             for sink in sinks:
-                sink.write(line + "\n")
-                sink.flush()
+                try:
+                    sink.write(line)
+                except DerainError as exc:  # raised once per sink: the images go on
+                    print_error(str(exc))
+                    sink_failures += 1
             if result.status == "failed":
                 if debug and result.exception is not None:
                     _print_traceback(result.exception)
@@ -264,7 +292,7 @@ def _consume(
             f"({megapixels:.2f} MP in {elapsed:.1f} s)"
         )
         err_console.print(Text.assemble(("derain: ", "bold"), summary))
-    return counts["failed"]
+    return counts["failed"] + sink_failures
 
 
 @contextlib.contextmanager

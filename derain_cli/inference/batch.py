@@ -150,7 +150,7 @@ def stream_jobs(
     :class:`~derain_cli.inference.engine.Derainer`, or any callable). Decoding runs ``prefetch``
     images ahead in a daemon thread; closing the generator early stops it. Per-file problems
     (unreadable input, existing output, a failing write) become ``failed`` results; anything
-    else propagates.
+    else propagates, and so does a :class:`BrokenPipeError` from ``stdout`` (its reader has gone).
     """
     if prefetch < 1:
         raise ValueError("prefetch must be >= 1")
@@ -248,6 +248,8 @@ def _compute_and_write(
                 return settled
             job.output.parent.mkdir(parents=True, exist_ok=True)
             write_image(job.output, picture, clean, fmt=job.fmt, quality=quality)
+    except BrokenPipeError:
+        raise  # stdout's reader has gone: no later file can be written there either
     except Exception as exc:  # one bad file must not stop the batch
         return _failure(job, exc, item.seconds + time.perf_counter() - start)
     return Result(

@@ -132,7 +132,7 @@ def _plan_several(
     unique_jobs: list[Job] = []
     for job in jobs:
         assert job.input is not None
-        key = _same_file_key(job.input)
+        key = same_file_key(job.input)
         if key not in seen:
             seen.add(key)
             unique_jobs.append(job)
@@ -165,7 +165,7 @@ def _unique_sources(sources: list[str]) -> list[str]:
     unique: list[str] = []
     for source in sources:
         exists = source != STDIO and os.path.exists(source)
-        key = _same_file_key(Path(source)) if exists else source
+        key = same_file_key(Path(source)) if exists else source
         if key not in seen:
             seen.add(key)
             unique.append(source)
@@ -346,18 +346,18 @@ def _mirrored_job(path: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -
     return Job(path, out_dir / rel.parent / name, out_fmt)
 
 
-def _same_file_key(path: Path) -> str:
+def same_file_key(path: Path) -> str:
     return os.path.normcase(os.path.realpath(path))
 
 
 def _refuse_collisions(jobs: Sequence[Job]) -> None:
     """An output may never be an input, and two inputs may never share one output."""
-    inputs = {_same_file_key(job.input): job for job in jobs if job.input is not None}
+    inputs = {same_file_key(job.input): job for job in jobs if job.input is not None}
     outputs: dict[str, Job] = {}
     for job in jobs:
         if job.output is None:
             continue
-        key = _same_file_key(job.output)
+        key = same_file_key(job.output)
         if key in inputs:
             raise UsageError(
                 f"{job.output}: output would replace the input {inputs[key].input_label}; "

@@ -1,0 +1,155 @@
+"""Regressions of issue 10 ("Trust"): the command must never lose a file or hang on its own
+options, and must say what it skipped or refused. Tiny random-init weights, tiny images."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from derain_cli.cli.app import app
+from derain_cli.inference import report as report_module
+from derain_cli.nets.registry import build_generator
+
+HPARAMS = {"in_channels": 3, "channels": 8, "blocks": 2}
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from derain_cli.weights import save_weights
+
+    torch.manual_seed(0)
+    module = build_generator("nlcl-resnet", HPARAMS)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(path, module, arch="nlcl-resnet", hparams=HPARAMS)
+    return path
+
+
+def photo(path: Path, height: int = 24, width: int = 32, seed: int = 0) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def invoke(*args: str, weights: Path | None = None) -> Result:
+    argv = ["run", *args] + (["--weights", str(weights)] if weights is not None else [])
+    return CliRunner().invoke(app, argv)
+
+
+def error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if "derain: error:" in line]
+
+
+def derain_exe() -> list[str]:
+    script = Path(sys.executable).parent / "derain"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "derain_cli"]
+
+
+# ------------------------------------------------------------------------- 1: --report paths
+
+
+def test_report_that_is_an_input_or_an_output_is_refused(
+    tmp_path: Path, weights_file: Path
+) -> None:
+    rep, out = tmp_path / "rep", tmp_path / "out"
+    photo(rep / "a.jpg", seed=1)
+    photo(rep / "b.jpg", seed=2)
+    before = {p.name: p.read_bytes() for p in rep.iterdir()}
+    cases = [
+        ([str(rep), "-o", str(out), "--report", str(rep / "b.jpg")], "replace the input"),
+        ([str(rep), "-o", str(out), "--report", str(out / "a.jpg")], "output of"),
+        ([str(rep / "a.jpg"), "-o", str(out / "o.jpg"), "--report", str(out / "o.jpg")],
+         "output of"),
+        ([str(rep), "-o", str(out), "--report", str(out)], "outputs are written inside"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = invoke(*args, weights=weights_file)
+        assert result.exit_code == 2, result.output
+        (line,) = error_lines(result)
+        assert message in line and "--report" in line
+        assert {p.name: p.read_bytes() for p in rep.iterdir()} == before
+        assert not out.exists()
+
+
+def test_report_untouched_by_a_run_that_does_nothing(tmp_path: Path, weights_file: Path) -> None:
+    photo(tmp_path / "a.jpg")
+    old = tmp_path / "old.jsonl"
+    old.write_text('{"old": true}\n')
+    result = invoke(str(tmp_path / "a.jpg"), "-o", str(tmp_path / "x.png"), "--report", str(old),
+                    weights=tmp_path / "missing.safetensors")  # fmt: skip
+    assert result.exit_code == 2
+    assert old.read_text() == '{"old": true}\n'
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    done = invoke(str(tmp_path / "a.jpg"), "-o", str(tmp_path / "x.png"), "--report", str(old),
+                  weights=weights_file)  # fmt: skip
+    assert done.exit_code == 0, done.output
+    (record,) = [json.loads(line) for line in old.read_text().splitlines()]
+    assert record["status"] == "ok"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "old.jsonl", "x.png"]
+
+
+# ------------------------------------------------------------------- 2: failing sinks and pipes
+
+
+class FullDisk(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_report_write_failure_is_reported_once_and_the_batch_goes_on(
+    tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i, name in enumerate(["a.png", "b.png", "c.png"]):
+        photo(tmp_path / "in" / name, seed=i)
+    old = tmp_path / "r.jsonl"
+    old.write_text("previous run\n")
+    monkeypatch.setattr(report_module, "open_report", lambda path: (FullDisk(), None))
+    result = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--report", str(old),
+                    "--json", weights=weights_file)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    (line,) = error_lines(result)
+    assert str(old) in line and "No space left on device" in line
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+    assert [json.loads(x)["status"] for x in result.stdout.splitlines()] == ["ok"] * 3
+    assert old.read_text() == "previous run\n"
+    assert "3 done" in result.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="pipes and SIGPIPE are POSIX")
+@pytest.mark.parametrize("to_stdout", ["--json", "-o -"])
+def test_closed_stdout_pipe_ends_quietly(tmp_path: Path, weights_file: Path, to_stdout: str) -> None:
+    for i in range(3):
+        photo(tmp_path / "in" / f"{i}.png", seed=i)
+    if to_stdout == "--json":
+        args = [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--json"]
+    else:
+        args = [str(tmp_path / "in" / "0.png"), "-o", "-"]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line: `derain ... | head -0`
+    try:
+        done = subprocess.run(
+            [*derain_exe(), *args, "--weights", str(weights_file)],
+            stdout=write_end, stderr=subprocess.PIPE, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    stderr = done.stderr.decode()
+    assert done.returncode == 141, stderr
+    assert "BrokenPipe" not in stderr and "Traceback" not in stderr and "error" not in stderr
+
+
+# ------------------------------------------------------------------------------ 3: tiny tiles
