@@ -34,6 +34,7 @@ SamplingStrategy = Literal["random", "neighbour", "nonlocal"]
 LayerContrastForm = Literal["infonce", "supcon"]
 RainL1Target = Literal["r", "o_minus_b"]
 LowfreqSpace = Literal["rgb", "chroma"]
+SyntheticStyle = Literal["drizzle", "streak", "heavy", "curtain", "storm", "mixed"]
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,10 @@ class SamplerConfig:
 class LossConfig:
     """Every term of Eq. 2-6, its weight, and a switch for the ablations (paper Table 6).
 
-    Plus one term that is not in the paper, off by default: the low-frequency consistency
-    ``L1(avgpool_k(B), avgpool_k(O))`` (``use_lowfreq``; ``losses/fidelity.py`` says why).
+    Plus two terms that are not in the paper, off by default: the low-frequency consistency
+    ``L1(avgpool_k(B), avgpool_k(O))`` (``use_lowfreq``; ``losses/fidelity.py`` says why) and
+    synthetic supervision ``L1(G_B(render(C)), C)`` on the unpaired clean crops C
+    (``use_synthetic``; ``losses/supervision.py``).
 
     Weights (paper Sec. 4.1): lambda (``rain_l1_weight``) = 0.1, delta (``adv_weight``) = mu
     (``layer_weight``) = sigma (``location_weight``) = 1. Temperatures default to 0.07, the
@@ -143,6 +146,12 @@ class LossConfig:
     lowfreq_weight: float = 2.0
     lowfreq_pool: int = 8  # k: side of the averaged blocks, in pixels
     lowfreq_space: LowfreqSpace = "rgb"  # "chroma": colour only, brightness free (veil removal)
+    # synthetic supervision (not in the paper; losses/supervision.py): rain rendered over the
+    # unpaired clean crops (derain_cli/synth), G_B asked to return the clean crop
+    use_synthetic: bool = False
+    synthetic_weight: float = 1.0
+    synthetic_style: SyntheticStyle = "mixed"  # the renderer's style (derain synth --style)
+    synthetic_scale: float = 1.0  # streak sizes x this (1.0: sized for the source photo)
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -157,8 +166,10 @@ class LossConfig:
             (len(self.layer_d_layers) >= 1, "losses.layer_d_layers must not be empty"),
             (len(self.location_g_layers) >= 1, "losses.location_g_layers must not be empty"),
             (self.lowfreq_pool >= 1, "losses.lowfreq_pool must be >= 1"),
+            (self.synthetic_scale > 0, "losses.synthetic_scale must be > 0"),
         ]
-        for name in ("adv", "consistency", "rain_l1", "layer", "location", "lowfreq"):
+        names = ("adv", "consistency", "rain_l1", "layer", "location", "lowfreq", "synthetic")
+        for name in names:
             checks.append((getattr(self, f"{name}_weight") >= 0, f"losses.{name}_weight < 0"))
         _require(*checks)
 

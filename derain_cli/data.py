@@ -13,6 +13,11 @@ continues at counter ``s * batch`` with no sampler or worker RNG state to save, 
 data-parallel run can compute its shard of the same global batch, and the number of loader
 workers does not change the data.
 
+With synthetic supervision on (``synthetic=``), each item also carries the clean crop with rain
+rendered over it (:mod:`derain_cli.synth`, style and size from the config), drawn from
+``default_rng([seed, 4, g])``: rendering happens in the loader workers and is as reproducible and
+resumable as the crops.
+
 Images smaller than the crop are UPSCALED (bicubic, aspect kept) until the short side equals the
 crop; padding would show the generators artificial borders that real photos never have.
 """
@@ -33,8 +38,19 @@ from derain_cli.errors import DerainError, UsageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
 
-# Streams of the seeded generators (kept distinct so the four draws are independent).
-_RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP = range(4)
+# Streams of the seeded generators (kept distinct so the five draws are independent).
+_RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP, _SYNTH_RAIN = range(5)
+
+#: Short side (pixels) of a photo whose rain ``derain_cli.synth`` sizes at scale 1.
+SYNTH_REFERENCE_SIDE = 480.0
+
+
+@dataclass(frozen=True)
+class SyntheticRain:
+    """Rain rendered over the clean crops (``losses.synthetic_style`` / ``synthetic_scale``)."""
+
+    style: str = "mixed"
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -175,18 +191,28 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))) * 2.0 - 1.0
 
 
-class UnpairedCrops(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
     """Item ``g`` (the global sample counter) -> (rainy crop O, unpaired clean crop), [-1, 1].
 
+    With ``synthetic`` the item is (O, clean crop C, C with rain rendered over it).
     Unreadable files found while training are replaced by the next file in sorted order, with one
     warning each (per process); ``cache`` decodes each file once and keeps it as uint8.
     """
 
-    def __init__(self, folders: ImageFolders, *, crop: int, seed: int, cache: bool = False) -> None:
+    def __init__(
+        self,
+        folders: ImageFolders,
+        *,
+        crop: int,
+        seed: int,
+        cache: bool = False,
+        synthetic: SyntheticRain | None = None,
+    ) -> None:
         self.rainy = folders.rainy
         self.clean = folders.clean
         self.crop = crop
         self.seed = seed
+        self.synthetic = synthetic
         self._cache: dict[Path, np.ndarray] | None = None
         self._warned: set[Path] = set()
         if cache:
@@ -199,10 +225,20 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.rainy)
 
-    def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rainy = self._crop(self.rainy, _order(self.seed, _RAINY_ORDER, len(self.rainy), g), g, 0)
-        clean = self._crop(self.clean, _order(self.seed, _CLEAN_ORDER, len(self.clean), g), g, 1)
-        return rainy, clean
+    def __getitem__(self, g: int) -> tuple[torch.Tensor, ...]:
+        rainy, _ = self._crop(self.rainy, _order(self.seed, _RAINY_ORDER, len(self.rainy), g), g, 0)
+        index = _order(self.seed, _CLEAN_ORDER, len(self.clean), g)
+        clean, side = self._crop(self.clean, index, g, 1)
+        if self.synthetic is None:
+            return to_tensor(rainy), to_tensor(clean)
+        from derain_cli.synth import render_rain, sample_recipe
+
+        rng = np.random.default_rng([self.seed, _SYNTH_RAIN, g])
+        scale = self.synthetic.scale * side / SYNTH_REFERENCE_SIDE
+        clean_rgb = clean.astype(np.float32) / 255.0 if clean.dtype == np.uint8 else clean
+        recipe = sample_recipe(rng, self.synthetic.style, scale)
+        rendered = render_rain(clean_rgb, recipe, rng)
+        return to_tensor(rainy), to_tensor(clean_rgb), to_tensor(rendered)
 
     def epoch(self, samples_seen: int) -> float:
         """Passes over the rainy images after ``samples_seen`` samples."""
@@ -214,13 +250,16 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         clean = [self._centre(self.clean, i % len(self.clean)) for i in range(count)]
         return torch.stack(rainy), torch.stack(clean)
 
-    def _crop(self, paths: tuple[Path, ...], index: int, g: int, kind: int) -> torch.Tensor:
+    def _crop(
+        self, paths: tuple[Path, ...], index: int, g: int, kind: int
+    ) -> tuple[np.ndarray, int]:
+        """A random crop of image ``index`` and the short side of the image it came from."""
         image = self._image(paths, index)
         height, width = image.shape[:2]
         rng = np.random.default_rng([self.seed, _RAINY_CROP + kind, g])
         top = int(rng.integers(0, height - self.crop + 1))
         left = int(rng.integers(0, width - self.crop + 1))
-        return to_tensor(image[top : top + self.crop, left : left + self.crop])
+        return image[top : top + self.crop, left : left + self.crop], min(height, width)
 
     def _centre(self, paths: tuple[Path, ...], index: int) -> torch.Tensor:
         image = self._image(paths, index)

@@ -103,3 +103,21 @@ def test_missing_or_file_data_paths_say_what_is_wrong(tmp_path: Path) -> None:
     a_file.write_bytes(b"x")
     with pytest.raises(UsageError, match="photo.jpg: not a folder of rainy images"):
         resolve_folders(a_file, None)
+
+
+def test_synthetic_rain_is_rendered_over_the_clean_crop_reproducibly(tmp_path: Path) -> None:
+    from derain_cli.data import SyntheticRain
+
+    folders = scan_folders(make_dataset(tmp_path / "d", rainy=3, clean=2), min_rainy=2)
+    plain = UnpairedCrops(folders, crop=24, seed=5)
+    synth = UnpairedCrops(folders, crop=24, seed=5, synthetic=SyntheticRain("heavy", 2.0))
+    o, clean = plain[7]
+    o2, clean2, rendered = synth[7]
+    torch.testing.assert_close(o2, o, rtol=0, atol=0)
+    torch.testing.assert_close(clean2, clean, rtol=0, atol=0)
+    assert rendered.shape == clean.shape and bool(torch.isfinite(rendered).all())
+    assert float((rendered - clean).abs().mean()) > 1e-3  # rain was drawn
+    assert float(rendered.min()) >= -1.0 and float(rendered.max()) <= 1.0
+    again = UnpairedCrops(folders, crop=24, seed=5, synthetic=SyntheticRain("heavy", 2.0))
+    torch.testing.assert_close(again[7][2], rendered, rtol=0, atol=0)  # pure function of g
+    assert not torch.equal(synth[8][2] - synth[8][1], rendered - clean2)

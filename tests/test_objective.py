@@ -320,3 +320,24 @@ def test_momentum_keys_come_from_the_key_encoder_and_temperatures_are_used() -> 
     assert contrasts(_objective(layer_temperature=0.77))[0] != pytest.approx(base[0])
     assert contrasts(_objective(location_temperature=0.77))[1] != pytest.approx(base[1])
     assert contrasts(_objective(momentum=False)) == pytest.approx(base)  # keys == queries at init
+
+
+def test_synthetic_supervision_is_weighted_reaches_only_g_b_and_needs_the_crops() -> None:
+    """``L_syn = |G_B(render(C)) - C|``: an option, off by default; G_R and D get nothing."""
+    obj = _objective(use_synthetic=True, synthetic_weight=3.0)
+    o, clean = _batch()
+    rendered = (clean + 0.3).clamp(-1, 1)
+    b, r = obj.forward_generators(o)
+    terms = obj.generator_losses(o, clean, b, r, torch.Generator().manual_seed(0),
+                                 synthetic=rendered)  # fmt: skip
+    expected = (obj.g_b(rendered) - clean).abs().mean()
+    torch.testing.assert_close(terms["synthetic"], expected)
+    assert _reached(terms["synthetic"], obj.g_b)
+    assert not _reached(terms["synthetic"], obj.g_r) and not _reached(terms["synthetic"], obj.d)
+    others = {k: v for k, v in terms.items() if k not in ("synthetic", "total")}
+    plain = _objective().generator_losses(o, clean, b, r, torch.Generator().manual_seed(0))
+    assert "synthetic" not in plain
+    torch.testing.assert_close(terms["total"], plain["total"] + 3.0 * terms["synthetic"])
+    assert set(others) == set(plain) - {"total"}
+    with pytest.raises(ValueError, match="use_synthetic needs the rendered crops"):
+        obj.generator_losses(o, clean, b, r)

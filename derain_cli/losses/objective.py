@@ -3,14 +3,16 @@
 ``L = L_decom + mu * L_LayerCon(B, R) + sigma * L_LocCon(B, O)`` with
 ``L_decom = ||B + R - O||^2 + delta * P_b(B) + lambda * ||R||_1`` (Eq. 2), plus, when
 ``losses.use_lowfreq`` is on, derain's low-frequency consistency ``L_low(B, O)``
-(``losses/fidelity.py``; not in the paper).
+(``losses/fidelity.py``; not in the paper), and when ``losses.use_synthetic`` is on, synthetic
+supervision ``L_syn = |G_B(render(C)) - C|`` on the clean crops (``losses/supervision.py``; not in
+the paper either).
 
 :class:`NLCLObjective` owns G_B, G_R, the PatchGAN D, the projection heads and the optional
 momentum (key) encoder, all built up front from the config. A training step is::
 
     b, r = objective.forward_generators(o)
     d_terms = objective.discriminator_losses(o, clean, b)      # D step: optimise "discriminator"
-    g_terms = objective.generator_losses(o, clean, b, r, gen)  # G step: optimise "generator"
+    g_terms = objective.generator_losses(o, clean, b, r, gen, synthetic=s)  # G step
     objective.momentum_update()                                # after the optimiser steps
 
 Parameter groups (``param_groups``): "generator" = G_B + G_R + every projection head;
@@ -49,6 +51,7 @@ from derain_cli.losses.location_contrast import (
     generator_channels,
     patch_nce_loss,
 )
+from derain_cli.losses.supervision import synthetic_supervision_loss
 from derain_cli.nets.discriminator import PatchDiscriminator
 from derain_cli.nets.heads import HeadSet
 from derain_cli.nets.registry import build_generator
@@ -162,11 +165,14 @@ class NLCLObjective(nn.Module):
         b: Tensor,
         r: Tensor,
         generator: torch.Generator | None = None,
+        *,
+        synthetic: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Every generator-step term by name (unweighted) plus ``"total"`` (the weighted sum).
 
         Disabled terms are omitted and not computed. D's parameters receive no gradient.
         ``generator`` drives every random patch choice (seeded runs are reproducible).
+        ``synthetic`` is ``clean`` with rain rendered over it (needed by ``use_synthetic``).
         """
         lc = self.loss_config
         terms: dict[str, Tensor] = {}
@@ -197,6 +203,11 @@ class NLCLObjective(nn.Module):
         if lc.use_lowfreq:
             terms["lowfreq"] = lowfreq_consistency_loss(b, o, lc.lowfreq_pool, lc.lowfreq_space)
             weights["lowfreq"] = lc.lowfreq_weight
+        if lc.use_synthetic:
+            if synthetic is None:
+                raise ValueError("losses.use_synthetic needs the rendered crops (synthetic=...)")
+            terms["synthetic"] = synthetic_supervision_loss(self.g_b(synthetic), clean)
+            weights["synthetic"] = lc.synthetic_weight
         total = sum((weights[k] * v for k, v in terms.items()), self._zero(self.g_b))
         terms["total"] = total
         return terms

@@ -36,7 +36,7 @@ from torch import nn
 
 from derain_cli.atomic import atomic_write_bytes, remove_stale_temps
 from derain_cli.config import NLCLConfig, TrainConfig
-from derain_cli.data import ImageFolders, StepSampler, UnpairedCrops
+from derain_cli.data import ImageFolders, StepSampler, SyntheticRain, UnpairedCrops
 from derain_cli.errors import DerainError, UsageError
 from derain_cli.train import distributed as dist_utils
 from derain_cli.train.checkpoint import (
@@ -271,7 +271,11 @@ def train(
 
     if ctx.is_main:
         _prepare_folder(paths, config, start)
-    dataset = UnpairedCrops(folders, crop=tc.crop, seed=tc.seed, cache=tc.cache_images)
+    lc = config.losses
+    synthetic = SyntheticRain(lc.synthetic_style, lc.synthetic_scale) if lc.use_synthetic else None
+    dataset = UnpairedCrops(
+        folders, crop=tc.crop, seed=tc.seed, cache=tc.cache_images, synthetic=synthetic
+    )
     preview = dataset.preview(tc.num_samples) if ctx.is_main and tc.sample_every else None
     workers = loader_workers(tc.num_workers)
     loader = torch.utils.data.DataLoader(
@@ -341,16 +345,18 @@ def train(
     if report is not None:
         report.start(start, total)
     with _StopOnSignal() as stop:
-        for o, clean in loader:
-            o = _to_device(o, device, channels_last)
-            clean = _to_device(clean, device, channels_last)
+        for batch in loader:
+            o, clean = (_to_device(x, device, channels_last) for x in batch[:2])
+            rendered = _to_device(batch[2], device, channels_last) if len(batch) > 2 else None
             lr = lr_at(tc, step, total)
             for opt in (g_opt, d_opt):
                 for group in opt.param_groups:
                     group["lr"] = lr
             sampling_rng.manual_seed(_step_seed(tc.seed, ctx.rank, step))
             try:
-                terms = train_step(objective, o, clean, parts, generator=sampling_rng)
+                terms = train_step(
+                    objective, o, clean, parts, generator=sampling_rng, synthetic=rendered
+                )
             except (RuntimeError, ValueError) as exc:
                 # Non-finite weights make later stages fail (e.g. block matching on NaN images)
                 # before any loss is seen: report that as divergence, anything else as is.

@@ -39,6 +39,8 @@ class Objective(Protocol):
         b: torch.Tensor,
         r: torch.Tensor,
         generator: torch.Generator | None = None,
+        *,
+        synthetic: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]: ...
 
     def momentum_update(self) -> None: ...
@@ -70,8 +72,12 @@ def train_step(
     parts: StepParts,
     *,
     generator: torch.Generator | None = None,
+    synthetic: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Run one D-then-G update; return every loss term, detached, as ``d_*`` and ``g_*``."""
+    """Run one D-then-G update; return every loss term, detached, as ``d_*`` and ``g_*``.
+
+    ``synthetic``: the clean crops with rain rendered over them (synthetic supervision), or None.
+    """
     with parts.autocast():
         b, r = objective.forward_generators(o)
 
@@ -87,7 +93,9 @@ def train_step(
     try:
         parts.g_opt.zero_grad(set_to_none=True)
         with parts.autocast():
-            g_terms = objective.generator_losses(o, clean, b, r, generator=generator)
+            g_terms = objective.generator_losses(
+                o, clean, b, r, generator=generator, synthetic=synthetic
+            )
         _optimise(g_terms["total"], parts.g_opt, parts.g_params, parts)
     finally:
         set_requires_grad(parts.d_params, True)

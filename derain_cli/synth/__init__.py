@@ -1,0 +1,12 @@
+"""Synthetic rain: render rain over clean photographs (``derain synth``, synthetic supervision).
+
+* :mod:`derain_cli.synth.recipe`: what one rainy picture looks like (streak layers, blending,
+  veil, camera), and the named styles that draw recipes at random.
+* :mod:`derain_cli.synth.render`: turns a recipe and a clean image into the rainy image.
+* :mod:`derain_cli.synth.pairs`: writes ``rainy/`` + ``clean/`` folders that ``derain eval`` reads.
+"""
+
+from derain_cli.synth.recipe import STYLES, RainRecipe, StreakLayer, sample_recipe
+from derain_cli.synth.render import render_rain
+
+__all__ = ["STYLES", "RainRecipe", "StreakLayer", "render_rain", "sample_recipe"]

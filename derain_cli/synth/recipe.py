@@ -1,0 +1,212 @@
+"""What one synthetic rainy picture looks like, and the named styles that draw it at random.
+
+A :class:`RainRecipe` is a plain description, rendered by :func:`derain_cli.synth.render_rain`:
+
+* ``layers``: depth layers of streaks, near to far. Each :class:`StreakLayer` has a density
+  (streaks per 10,000 pixels), a mean length and width in pixels, an angle from vertical (degrees,
+  positive = leaning right at the top) with a per-streak jitter, a peak opacity, a defocus blur
+  and a ``kind``: ``"lines"`` draws every streak as its own segment (own angle, length, width and
+  brightness, ends tapered by a short motion blur; overlapping streaks occlude), ``"field"``
+  spreads random impulses and smears them with one oriented line kernel per angle band
+  (overlapping streaks add up: the dense, veil-like curtains of heavy rain).
+* ``blend``: how the rain meets the scene. ``"add"`` (``O = B + c R``), ``"screen"``
+  (``O = 1 - (1 - B)(1 - c R)``, saturates gently on bright scenes) or ``"alpha"``
+  (``O = B (1 - A) + c A``: a streak shows the drop's own radiance, which can be darker than a
+  bright sky). ``colour`` is the drop radiance ``c``: a mix of white and the scene's mean colour,
+  because a falling drop refracts light from a wide field of view (Garg and Nayar, 2004).
+* ``veil``: haze of distant rain, ``O = O (1 - t) + a t``, with ``t`` growing with a depth proxy
+  (a random vertical ramp plus a smooth random field) up to ``veil``; ``airlight`` is ``a``.
+* ``drops``: out-of-focus drops close to the lens (large, soft, faint discs).
+* camera: signal-dependent sensor ``noise`` (sigma at mid grey) and ``jpeg`` re-encoding quality
+  (0 = none), applied to the rainy image only, as a camera would.
+
+Sizes are in pixels of the image being rendered; :func:`sample_recipe` scales them with ``scale``
+(1.0 for a photo about 480 px on its short side), so rain keeps its look across resolutions.
+
+Styles (``STYLES``) span what photographs show, from drizzle to storms: ``drizzle``, ``streak``,
+``heavy``, ``curtain``, ``storm``, and ``mixed`` (each picture draws one of the others; the style
+that training uses). Ranges are deliberately wide: a renderer tuned to one benchmark's rain does
+not transfer to anybody else's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Blend = Literal["add", "screen", "alpha"]
+StreakKind = Literal["lines", "field"]
+
+
+@dataclass(frozen=True)
+class StreakLayer:
+    """One depth layer of rain streaks (sizes in pixels, angles in degrees from vertical)."""
+
+    density: float  # streaks per 10,000 pixels
+    length: float
+    width: float
+    angle: float
+    jitter: float  # per-streak angle spread (standard deviation)
+    opacity: float  # peak alpha of a streak, in [0, 1]
+    blur: float  # defocus (Gaussian sigma, pixels)
+    kind: StreakKind = "lines"
+
+
+@dataclass(frozen=True)
+class RainRecipe:
+    """Everything :func:`derain_cli.synth.render_rain` needs besides the clean image and a seed."""
+
+    layers: tuple[StreakLayer, ...]
+    blend: Blend = "add"
+    colour: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scene_colour: float = 0.0  # how much of the scene's mean colour the drops take, in [0, 1]
+    veil: float = 0.0  # haze at the farthest depth, in [0, 1)
+    airlight: tuple[float, float, float] = (0.85, 0.85, 0.85)
+    drops: int = 0  # out-of-focus drops on the lens
+    drop_size: float = 20.0  # their radius, pixels
+    noise: float = 0.0  # sensor noise sigma at mid grey (0..1 scale)
+    jpeg: int = 0  # re-encode quality, 0 = none
+    style: str = field(default="custom", compare=False)
+
+
+def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi))
+
+
+def _log_u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """Log-uniform: sizes and densities vary by ratios, not by differences."""
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _wind(rng: np.random.Generator) -> float:
+    """The storm's main angle: mostly near vertical, sometimes strongly slanted."""
+    limit = 60.0 if rng.random() < 0.15 else 30.0
+    return _u(rng, -limit, limit)
+
+
+def _layer(
+    rng: np.random.Generator,
+    scale: float,
+    angle: float,
+    *,
+    density: tuple[float, float],
+    length: tuple[float, float],
+    width: tuple[float, float],
+    opacity: tuple[float, float],
+    blur: tuple[float, float],
+    cover: tuple[float, float] = (0.05, 0.3),
+    kind: StreakKind | None = None,
+) -> StreakLayer:
+    """One layer; its density is capped so that the mean rain alpha stays within ``cover``.
+
+    Mean alpha ~ density/1e4 * length * width * opacity * 0.7 (0.7: the mean streak level), so
+    long, wide streaks come fewer: a dense curtain is faint, not a white wall.
+    """
+    length_px = _log_u(rng, *length) * scale
+    width_px = _log_u(rng, *width) * scale
+    level = _u(rng, *opacity)
+    per_streak = length_px * max(width_px, 1.0) * level * 0.7 / 1e4
+    return StreakLayer(
+        density=min(_log_u(rng, *density), _u(rng, *cover) / max(per_streak, 1e-9)),
+        length=length_px,
+        width=width_px,
+        angle=angle + float(rng.normal(0.0, 4.0)),
+        jitter=_u(rng, 0.0, 8.0),
+        opacity=level,
+        blur=_u(rng, *blur) * scale,
+        kind=kind or ("field" if rng.random() < 0.35 else "lines"),
+    )
+
+
+def _drizzle(rng: np.random.Generator, scale: float) -> list[StreakLayer]:
+    angle = _wind(rng) * 0.5
+    return [
+        _layer(rng, scale, angle, density=(15, 60), length=(2, 10), width=(0.6, 1.3),
+               opacity=(0.08, 0.35), blur=(0.0, 0.8))
+        for _ in range(int(rng.integers(1, 3)))
+    ]  # fmt: skip
+
+
+def _streak(rng: np.random.Generator, scale: float) -> list[StreakLayer]:
+    angle = _wind(rng)
+    return [
+        _layer(rng, scale, angle, density=(1.5, 12), length=(12, 70), width=(0.8, 2.5),
+               opacity=(0.25, 0.85), blur=(0.0, 1.0))
+        for _ in range(int(rng.integers(1, 3)))
+    ]  # fmt: skip
+
+
+def _heavy(rng: np.random.Generator, scale: float) -> list[StreakLayer]:
+    angle = _wind(rng)
+    near = _layer(rng, scale, angle, density=(1.5, 8), length=(30, 110), width=(1.5, 4.5),
+                  opacity=(0.3, 0.8), blur=(0.5, 2.5))  # fmt: skip
+    far = [
+        _layer(rng, scale, angle, density=(10, 45), length=(8, 35), width=(0.7, 2),
+               opacity=(0.1, 0.4), blur=(0.0, 1.0))
+        for _ in range(int(rng.integers(1, 4)))
+    ]  # fmt: skip
+    return [near, *far]
+
+
+def _curtain(rng: np.random.Generator, scale: float) -> list[StreakLayer]:
+    angle = _wind(rng)
+    return [
+        _layer(rng, scale, angle, density=(20, 120), length=(40, 220), width=(2.5, 10),
+               opacity=(0.05, 0.25), blur=(1.0, 4.0), cover=(0.05, 0.2), kind="field")
+        for _ in range(int(rng.integers(1, 4)))
+    ]  # fmt: skip
+
+
+_LAYERS: dict[str, Callable[[np.random.Generator, float], list[StreakLayer]]] = {
+    "drizzle": _drizzle,
+    "streak": _streak,
+    "heavy": _heavy,
+    "curtain": _curtain,
+    "storm": lambda rng, scale: _heavy(rng, scale) + _curtain(rng, scale)[:1],
+}
+#: How often ``mixed`` draws each style.
+MIXED_WEIGHTS = {"drizzle": 0.15, "streak": 0.3, "heavy": 0.3, "curtain": 0.15, "storm": 0.1}
+STYLES = (*_LAYERS, "mixed")
+_VEIL = {"drizzle": (0.0, 0.1), "streak": (0.0, 0.08), "heavy": (0.0, 0.2),
+         "curtain": (0.0, 0.15), "storm": (0.1, 0.3)}  # fmt: skip
+
+
+def sample_recipe(rng: np.random.Generator, style: str = "mixed", scale: float = 1.0) -> RainRecipe:
+    """Draw one recipe of ``style`` (see ``STYLES``); sizes multiplied by ``scale``."""
+    if style not in STYLES:
+        raise ValueError(f"rain style {style!r}: choose one of {', '.join(STYLES)}")
+    if scale <= 0:
+        raise ValueError(f"rain scale must be > 0, got {scale}")
+    if style == "mixed":
+        names = list(MIXED_WEIGHTS)
+        probs = np.array([MIXED_WEIGHTS[n] for n in names])
+        style = names[int(rng.choice(len(names), p=probs / probs.sum()))]
+    scale *= _log_u(rng, 0.7, 1.4)
+    layers = _LAYERS[style](rng, scale)
+
+    blend: Blend = ("add", "screen", "alpha")[int(rng.choice(3, p=[0.35, 0.35, 0.3]))]
+    grey = _u(rng, 0.7, 1.0)
+    tint = rng.normal(0.0, 0.03, size=3)
+    tint[2] += _u(rng, 0.0, 0.05)  # rain light is often slightly blue
+    colour = tuple(float(np.clip(grey + t, 0.0, 1.0)) for t in tint)
+    veil_lo, veil_hi = _VEIL[style]
+    veil = _u(rng, veil_lo, veil_hi) if rng.random() < 0.7 or style == "storm" else 0.0
+    air = _u(rng, 0.6, 0.95)
+    airlight = tuple(float(np.clip(air + t, 0.0, 1.0)) for t in rng.normal(0.0, 0.02, size=3))
+    drops = int(rng.integers(1, 8)) if style == "storm" and rng.random() < 0.5 else 0
+    return RainRecipe(
+        layers=tuple(layers),
+        blend=blend,
+        colour=(colour[0], colour[1], colour[2]),
+        scene_colour=_u(rng, 0.0, 0.6),
+        veil=veil,
+        airlight=(airlight[0], airlight[1], airlight[2]),
+        drops=drops,
+        drop_size=_u(rng, 8.0, 30.0) * scale,
+        noise=_u(rng, 0.0, 0.02) if rng.random() < 0.5 else 0.0,
+        jpeg=int(rng.integers(55, 96)) if rng.random() < 0.5 else 0,
+        style=style,
+    )
