@@ -190,10 +190,12 @@ def test_quality_megapixel_limit_and_tiles(tmp_path: Path, weights_file: Path) -
                        weights=weights_file)  # fmt: skip
     assert unlimited.exit_code == 0
 
-    tiled = invoke(src, "-o", str(tmp_path / "tiled.png"), "--tile", "24", "--overlap", "4",
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.tile(noisy, (1, 2, 1))).save(wide)  # 128 px wide: two 64-px tiles
+    tiled = invoke(str(wide), "-o", str(tmp_path / "tiled.png"), "--tile", "64", "--overlap", "4",
                    weights=weights_file)  # fmt: skip
     assert tiled.exit_code == 0, tiled.output
-    assert Image.open(tmp_path / "tiled.png").size == (64, 48)
+    assert Image.open(tmp_path / "tiled.png").size == (128, 48)
 
 
 def test_skip_existing_and_overwrite(tmp_path: Path, weights_file: Path) -> None:

@@ -7,7 +7,6 @@ import errno
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -131,7 +130,9 @@ def test_report_write_failure_is_reported_once_and_the_batch_goes_on(
 
 @pytest.mark.skipif(os.name != "posix", reason="pipes and SIGPIPE are POSIX")
 @pytest.mark.parametrize("to_stdout", ["--json", "-o -"])
-def test_closed_stdout_pipe_ends_quietly(tmp_path: Path, weights_file: Path, to_stdout: str) -> None:
+def test_closed_stdout_pipe_ends_quietly(
+    tmp_path: Path, weights_file: Path, to_stdout: str
+) -> None:
     for i in range(3):
         photo(tmp_path / "in" / f"{i}.png", seed=i)
     if to_stdout == "--json":
@@ -153,3 +154,25 @@ def test_closed_stdout_pipe_ends_quietly(tmp_path: Path, weights_file: Path, to_
 
 
 # ------------------------------------------------------------------------------ 3: tiny tiles
+
+
+@pytest.mark.parametrize("tile", ["1", "63"])
+def test_tiny_tile_is_refused_before_any_work(
+    tmp_path: Path, weights_file: Path, tile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from derain_cli import weights as weights_module
+
+    def no_load(spec: str | None) -> None:
+        raise AssertionError("weights loaded despite a refused --tile")
+
+    monkeypatch.setattr(weights_module, "load_weights", no_load)
+    photo(tmp_path / "a.png")
+    result = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--tile", tile,
+                    weights=weights_file)  # fmt: skip
+    assert result.exit_code == 2, result.output
+    (line,) = error_lines(result)
+    assert f"--tile {tile}" in line and "64" in line
+    assert not (tmp_path / "b.png").exists()
+    ev = CliRunner().invoke(app, ["eval", "--rainy", str(tmp_path), "--weights", str(weights_file),
+                                  "--tile", tile])  # fmt: skip
+    assert ev.exit_code == 2 and "--tile" in ev.stderr

@@ -94,7 +94,9 @@ def command(
     """Score models on rainy/clean pairs (PSNR, SSIM, NIQE)."""
     with user_errors(debug):
         from derain_cli import evaluate as ev
+        from derain_cli.inference.tiling import check_tile
 
+        check_tile(tile)
         if pred is not None and weights:
             raise UsageError("--weights derains --rainy images; it cannot be used with --pred")
         if clean is None and no_niqe:

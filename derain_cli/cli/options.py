@@ -29,7 +29,7 @@ TileOption = Annotated[
     typer.Option(
         min=0,
         metavar="PIXELS",
-        help="Tile size; default: automatic from free memory; 0 disables tiling.",
+        help="Tile size (at least 64); default: automatic from free memory; 0 disables tiling.",
         show_default=False,
     ),
 ]

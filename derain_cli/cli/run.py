@@ -127,7 +127,9 @@ def command(
         from derain_cli import imaging
         from derain_cli.inference.batch import plan_jobs, stream_jobs
         from derain_cli.inference.report import LineStream, ReportFile, check_report_path
+        from derain_cli.inference.tiling import check_tile
 
+        check_tile(tile)
         jobs = plan_jobs(
             sources,
             output,

@@ -22,6 +22,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from derain_cli.errors import UsageError
+
+#: Smallest ``--tile`` the command accepts (0, no tiling, is always allowed). Every tile costs a
+#: fixed overhead per layer (the default nets stream 26-34 layer pieces, each re-reading a 1-2 px
+#: halo), so tiny tiles multiply the work: ``--tile 1`` on a photo means millions of tiles and
+#: hours. 64 px is also the smallest tile nlcl-s2d streams anyway (16 cells of 4 px) and the step
+#: of the automatic tile sizes. The library's Derainer itself takes any size.
+MIN_TILE = 64
+
+
+def check_tile(tile: int | None) -> None:
+    """Refuse a ``--tile`` below :data:`MIN_TILE` (None = automatic and 0 = off are fine)."""
+    if tile is not None and 0 < tile < MIN_TILE:
+        raise UsageError(
+            f"--tile {tile}: too small; tiles are at least {MIN_TILE} pixels (below that the "
+            "context read around each tile dominates and a run takes hours); 0 disables tiling"
+        )
+
 
 @dataclass(frozen=True)
 class Box:
