@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,17 @@ KEY_ARCH = "derain.arch"
 KEY_HPARAMS = "derain.hparams"
 KEY_FORMAT = "derain.format_version"
 KEY_VERSION = "derain.version"
+#: Which layer a generator outputs: ``background`` (G_B, what ``derain`` runs) or ``rain`` (G_R).
+KEY_LAYER = "derain.layer"
+KEY_SOURCE_FILE = "derain.source_file"
+LAYER_BACKGROUND = "background"
+LAYER_RAIN = "rain"
+#: Files without a layer in their metadata (the authors' ``.pth``) are told apart by name:
+#: ``G_R`` or ``G_B`` as a word of the file stem (``G_R.pth``, ``nlcl-realrain-G_R.pth``).
+_LAYER_NAMES = {
+    LAYER_RAIN: re.compile(r"(?:^|[^A-Za-z0-9])G_R(?:$|[^A-Za-z0-9])"),
+    LAYER_BACKGROUND: re.compile(r"(?:^|[^A-Za-z0-9])G_B(?:$|[^A-Za-z0-9])"),
+}
 AUTHORS_ARCH = "nlcl-resnet"
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -58,6 +70,40 @@ class LoadedWeights:
     metadata: dict[str, str]
     source: str
     sha256: str = field(default="")
+    #: ``background``, ``rain`` or another value from the metadata; ``""`` when nothing says.
+    layer: str = field(default="")
+    #: What told the layer: ``metadata`` or ``file name`` (``""`` when unknown).
+    layer_from: str = field(default="")
+
+
+def require_background(loaded: LoadedWeights) -> None:
+    """Refuse weights that are known not to be the background generator G_B (WeightsError).
+
+    Weights trained by ``derain train`` say their layer in the metadata (``derain.layer``); the
+    authors' checkpoints only in their file name (``G_R.pth`` is the rain generator).
+    """
+    if loaded.layer in ("", LAYER_BACKGROUND):
+        return
+    if loaded.layer_from == "metadata":
+        why = f"its metadata says {KEY_LAYER}={loaded.layer}"
+    else:
+        why = "its file name says G_R"
+    what = "the rain generator G_R" if loaded.layer == LAYER_RAIN else "not a background layer"
+    raise WeightsError(
+        f"{loaded.source}: these are the weights of {what} ({why}); derain needs the background "
+        "generator G_B (G_B.safetensors from the same training run, or the authors' G_B.pth)"
+    )
+
+
+def weights_layer(path: Path, meta: Mapping[str, str]) -> tuple[str, str]:
+    """The layer a weights file holds and what said so (see :class:`LoadedWeights`)."""
+    if KEY_LAYER in meta:
+        return meta[KEY_LAYER], "metadata"
+    stem = Path(meta.get(KEY_SOURCE_FILE, path.name)).stem
+    for layer, pattern in _LAYER_NAMES.items():
+        if pattern.search(stem):
+            return layer, "file name"
+    return "", ""
 
 
 def load_weights(spec: str | None) -> LoadedWeights:
@@ -141,9 +187,11 @@ def _load_file(path: Path, *, source: str, sha256: str) -> LoadedWeights:
         ) from None
     _load_strict(path, module, state, arch)
     module = module.float().eval()
+    layer, layer_from = weights_layer(path, meta)
     return LoadedWeights(
-        module=module, arch=arch, hparams=hparams, metadata=meta, source=source, sha256=sha256
-    )
+        module=module, arch=arch, hparams=hparams, metadata=meta, source=source, sha256=sha256,
+        layer=layer, layer_from=layer_from,
+    )  # fmt: skip
 
 
 def _sniff(path: Path) -> str:
@@ -310,7 +358,7 @@ def convert_checkpoint(src: Path | str, dest: Path | str, *, overwrite: bool = F
         arch=loaded.arch,
         hparams=loaded.hparams,
         metadata={
-            "derain.source_file": src.name,
+            KEY_SOURCE_FILE: src.name,
             "derain.source_sha256": loaded.sha256,
             "derain.note": "converted from a torch checkpoint with `derain weights convert`",
         },

@@ -176,3 +176,37 @@ def test_tiny_tile_is_refused_before_any_work(
     ev = CliRunner().invoke(app, ["eval", "--rainy", str(tmp_path), "--weights", str(weights_file),
                                   "--tile", tile])  # fmt: skip
     assert ev.exit_code == 2 and "--tile" in ev.stderr
+
+
+# ------------------------------------------------------------------- 5: rain weights as G_B
+
+
+def test_rain_generator_weights_are_refused(tmp_path: Path) -> None:
+    from derain_cli.weights import save_weights
+
+    torch.manual_seed(0)
+    module = build_generator("nlcl-resnet", HPARAMS)
+    run_dir = tmp_path / "RUN"
+    save_weights(run_dir / "G_R.safetensors", module, arch="nlcl-resnet", hparams=HPARAMS,
+                 metadata={"derain.layer": "rain"})  # fmt: skip
+    save_weights(run_dir / "G_B.safetensors", module, arch="nlcl-resnet", hparams=HPARAMS,
+                 metadata={"derain.layer": "background"})  # fmt: skip
+    state = {f"gen.{k}": v for k, v in module.gen.state_dict().items()}
+    for name in ("G_R.pth", "nlcl-realrain-G_R.pth", "G_B.pth"):
+        torch.save(state, tmp_path / name)
+    photo(tmp_path / "good.jpg")
+    for weights, why in [
+        (run_dir / "G_R.safetensors", "derain.layer=rain"),
+        (tmp_path / "G_R.pth", "file name"),
+        (tmp_path / "nlcl-realrain-G_R.pth", "file name"),
+    ]:
+        result = invoke(str(tmp_path / "good.jpg"), "-o", str(tmp_path / "x.png"),
+                        weights=weights)  # fmt: skip
+        assert result.exit_code == 2, result.output
+        (line,) = error_lines(result)
+        assert why in line and "G_B" in line and "G_R" in line
+        assert not (tmp_path / "x.png").exists()
+    for i, weights in enumerate([run_dir / "G_B.safetensors", tmp_path / "G_B.pth"]):
+        ok = invoke(str(tmp_path / "good.jpg"), "-o", str(tmp_path / f"ok{i}.png"),
+                    weights=weights)  # fmt: skip
+        assert ok.exit_code == 0, ok.output

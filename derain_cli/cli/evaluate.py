@@ -137,12 +137,13 @@ def _methods(
     if not weights:
         return []
     from derain_cli.inference.engine import Derainer
-    from derain_cli.weights import load_weights
+    from derain_cli.weights import load_weights, require_background
 
     methods = []
     labels = unique_labels([weights_label(w) for w in weights])
     for label, spec in zip(labels, weights, strict=True):
         loaded = load_weights(spec)
+        require_background(loaded)
         derainer = Derainer(loaded, device=device.value, precision=precision.value, tile=tile)
         err_console.print(f"{label}: {loaded.source} on {derainer.description}")
         methods.append(Method(label=label, derain=derainer, description=loaded.source))

@@ -184,10 +184,11 @@ def _load_model(
     """Load the weights and build the Derainer once, before any input is read."""
     from derain_cli.hub import download_progress
     from derain_cli.inference.engine import Derainer
-    from derain_cli.weights import load_weights
+    from derain_cli.weights import load_weights, require_background
 
     with download_progress(not quiet):
         loaded = load_weights(weights)
+    require_background(loaded)
     derainer = Derainer(
         loaded, device=device.value, precision=precision.value, tile=tile, overlap=overlap
     )
