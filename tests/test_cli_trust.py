@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,92 @@ def test_rain_generator_weights_are_refused(tmp_path: Path) -> None:
         ok = invoke(str(tmp_path / "good.jpg"), "-o", str(tmp_path / f"ok{i}.png"),
                     weights=weights)  # fmt: skip
         assert ok.exit_code == 0, ok.output
+
+
+# ------------------------------------------------------------------------------ 6: small ones
+
+
+def special_entries(folder: Path) -> dict[str, str]:
+    """Image-named entries that are not files, with what the warning must call them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dangling.jpg").symlink_to(folder / "gone.jpg")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    os.mkfifo(folder / "fifo.png")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "sock.png"))
+    server.close()  # the socket file stays
+    return {
+        "dangling.jpg": "dangling symbolic link",
+        "loop.jpg": "symbolic-link loop",
+        "fifo.png": "FIFO",
+        "sock.png": "socket",
+    }
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs and sockets are POSIX")
+def test_folder_entries_that_are_not_files_are_named(tmp_path: Path, weights_file: Path) -> None:
+    photo(tmp_path / "in" / "a.png")
+    expected = special_entries(tmp_path / "in")
+    result = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "out"), weights=weights_file)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == len(expected), result.stderr
+    for name, what in expected.items():
+        (line,) = [w for w in warnings if name in w]
+        assert "skipped" in line and what in line
+    assert "1 done" in result.stderr
+    glob = invoke(str(tmp_path / "in" / "*.*"), "-o", str(tmp_path / "g"), weights=weights_file)
+    assert glob.exit_code == 0 and glob.stderr.count(": skipped (it is ") == len(expected)
+    quiet = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "q"), "-q", weights=weights_file)
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs and sockets are POSIX")
+def test_explicit_input_that_is_not_a_file_says_what_it_is(
+    tmp_path: Path, weights_file: Path
+) -> None:
+    expected = special_entries(tmp_path)
+    cases = {str(tmp_path / name): what for name, what in expected.items()}
+    cases[os.devnull] = "character device"
+    for source, what in cases.items():
+        result = invoke(source, "-o", str(tmp_path / "x.png"), weights=weights_file)
+        assert result.exit_code == 2, (source, result.output)
+        (line,) = error_lines(result)
+        assert what in line and "no such file" not in line, line
+
+
+def test_dash_v_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from derain_cli import __version__
+    from derain_cli.cli.app import main
+
+    for flag in ("-V", "--version"):
+        with pytest.raises(SystemExit) as stop:
+            main([flag])
+        assert stop.value.code == 0
+        assert capsys.readouterr().out == f"derain {__version__}\n"
+
+
+@pytest.mark.parametrize("command", [["run"], ["eval"], ["weights", "list"], ["train"]])
+def test_help_shows_no_bool_type_on_flags(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "<bool>" not in result.stdout
+
+
+def test_summary_when_no_image_was_processed(tmp_path: Path, weights_file: Path) -> None:
+    for name in ("a.png", "b.png"):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"not a png")
+    result = invoke(str(tmp_path / "in"), "-o", str(tmp_path / "out"), weights=weights_file)
+    assert result.exit_code == 1
+    (summary,) = [line for line in result.stderr.splitlines() if "2 failed" in line]
+    assert "no image was processed" in summary and "MP" not in summary
+
+
+def test_stdin_is_named_stdin_in_messages(tmp_path: Path, weights_file: Path) -> None:
+    argv = ["run", "-", "-o", str(tmp_path / "x.png"), "--json", "--weights", str(weights_file)]
+    result = CliRunner().invoke(app, argv, input=b"not an image")
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert "derain: error: <stdin>: " in line
+    assert json.loads(result.stdout)["input"] == "-"  # JSON lines keep the documented "-"

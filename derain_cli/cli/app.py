@@ -9,17 +9,43 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import typer
 
 from derain_cli import __version__
-from derain_cli.cli import evaluate, inspect_patches, run, train, weights
+from derain_cli.cli import evaluate, inspect_patches, run, synth, train, weights
+
+
+def _hide_flag_types() -> None:
+    """Show no ``<bool>`` type beside on/off flags (``--quiet``, ``--help``) in ``--help``.
+
+    Typer 0.2x labels every option with its type, flags included, where nothing follows the
+    flag. Patched once here because Typer offers no setting for it; a Typer without the hook
+    is left alone.
+    """
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_derain_patched", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._derain_patched = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
 
 app = typer.Typer(
     name="derain",
     help="Remove rain from photographs with NLCL (CVPR 2022).\n\n"
     "Usage: derain IN... -o OUT \\[options]   (IN: images, folders, globs or -)\n\n"
-    "derain --version prints the version.",
+    "derain --version (or -V) prints the version.",
     no_args_is_help=True,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -43,9 +69,13 @@ app.command(
     "inspect-patches",
     help="Show the non-local positives and negatives of query patches.",
 )(inspect_patches.command)
+app.command(
+    "synth",
+    help="Render rain over clean photographs: rainy/clean pairs for derain eval.",
+)(synth.command)
 
-SUBCOMMANDS = frozenset({"run", "weights", "train", "eval", "inspect-patches"})
-TOP_LEVEL_OPTIONS = frozenset({"-h", "--help", "--version"})
+SUBCOMMANDS = frozenset({"run", "weights", "train", "eval", "inspect-patches", "synth"})
+TOP_LEVEL_OPTIONS = frozenset({"-h", "--help", "-V", "--version"})
 
 
 def route(argv: Sequence[str]) -> list[str]:
@@ -58,7 +88,7 @@ def route(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["--version"]:
+    if args[:1] in (["--version"], ["-V"]):
         sys.stdout.write(f"derain {__version__}\n")
         raise SystemExit(0)
     app(args=route(args), prog_name="derain")

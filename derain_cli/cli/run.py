@@ -138,6 +138,7 @@ def command(
             fmt=output_format.value,
             skip_existing=skip_existing,
             overwrite=overwrite,
+            on_skip=(lambda path, what: None) if quiet else _warn_skipped,
         )
         writes_stdout = any(job.output is None for job in jobs)
         if as_json and writes_stdout:
@@ -197,6 +198,13 @@ def _load_model(
             Text.assemble(("derain: ", "bold"), f"{loaded.source} on {derainer.description}")
         )
     return derainer
+
+
+def _warn_skipped(path: Path, what: str) -> None:
+    """One stderr line per folder or glob entry that is skipped because it is not a file."""
+    err_console.print(
+        Text.assemble(("derain: warning: ", "bold yellow"), f"{path}: skipped (it is {what})")
+    )
 
 
 def _close_sinks(sinks: list[LineStream | ReportFile]) -> int:
@@ -276,13 +284,13 @@ def _consume(
             if result.status == "failed":
                 if debug and result.exception is not None:
                     _print_traceback(result.exception)
-                print_error(f"{result.input}: {result.error}")
+                print_error(f"{result.name}: {result.error}")
             if result.alpha_dropped and not warned_alpha and not quiet:
                 warned_alpha = True
                 err_console.print(
                     Text.assemble(
                         ("derain: warning: ", "bold yellow"),
-                        f"{result.input}: JPEG cannot store alpha; the alpha channel is dropped "
+                        f"{result.name}: JPEG cannot store alpha; the alpha channel is dropped "
                         "(this and any further such files; use --format png to keep it)",
                     )
                 )
@@ -290,9 +298,12 @@ def _consume(
                 progress.update(task, advance=1, megapixels=megapixels)
     if not quiet:
         elapsed = time.perf_counter() - start
+        if counts["ok"]:
+            work = f"{megapixels:.2f} MP in {elapsed:.1f} s"
+        else:
+            work = f"no image was processed; {elapsed:.1f} s"
         summary = (
-            f"{counts['ok']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-            f"({megapixels:.2f} MP in {elapsed:.1f} s)"
+            f"{counts['ok']} done, {counts['skipped']} skipped, {counts['failed']} failed ({work})"
         )
         err_console.print(Text.assemble(("derain: ", "bold"), summary))
     return counts["failed"] + sink_failures

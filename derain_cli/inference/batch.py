@@ -75,6 +75,11 @@ class Result:
     alpha_dropped: bool = False
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def name(self) -> str:
+        """How messages name the input: its path, or ``<stdin>`` (JSON lines keep ``-``)."""
+        return STDIN_NAME if self.input == STDIO else self.input
+
     def record(self) -> dict[str, object]:
         return {
             "input": self.input,

@@ -9,9 +9,11 @@ streamed runner over the jobs is :mod:`derain_cli.inference.batch`.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
-from collections.abc import Sequence
+import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,13 @@ FORMAT_CHOICES: tuple[str, ...] = ("auto", *SUPPORTED_FORMATS)
 STDIO = "-"
 #: Suffix for a single file written next to its input when ``-o`` is left out.
 DEFAULT_SIBLING_SUFFIX = "-derained"
+#: Called with ``(path, what it is)`` for each image-named entry of a folder or glob that is not a
+#: regular file (a dangling symbolic link, a FIFO...) and is skipped, and for unreadable folders.
+OnSkip = Callable[[Path, str], None]
+
+
+def _ignore(path: Path, what: str) -> None:
+    """The default :data:`OnSkip`: skip without a word."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ def plan_jobs(
     fmt: str = "auto",
     skip_existing: bool = False,
     overwrite: bool = False,
+    on_skip: OnSkip = _ignore,
 ) -> list[Job]:
     """Resolve ``IN...`` and ``-o OUT`` into jobs, or raise :class:`UsageError` (exit 2).
 
@@ -71,6 +81,10 @@ def plan_jobs(
     Several inputs exist because shells expand ``derain *.jpg -o out/`` into many arguments; see
     :func:`_plan_several` for their rules. Repeated inputs count once, so one input left after
     that behaves exactly like a single ``IN``.
+
+    ``on_skip(path, what)`` hears of each entry of a folder or glob that has an image name but is
+    not a regular file (``what``: "a dangling symbolic link", "a FIFO"...), and of each subfolder
+    that cannot be read; they are skipped.
     """
     if fmt not in FORMAT_CHOICES:
         raise UsageError(f"unknown --format {fmt!r} (choose from {', '.join(FORMAT_CHOICES)})")
@@ -83,14 +97,16 @@ def plan_jobs(
     if not unique:
         raise UsageError("no input given (IN: an image, a folder, a quoted glob or -)")
     if len(unique) == 1:
-        jobs = _plan_one(unique[0], output, recursive, suffix, fmt)
+        jobs = _plan_one(unique[0], output, recursive, suffix, fmt, on_skip)
     else:
-        jobs = _plan_several(unique, output, recursive, suffix, fmt)
+        jobs = _plan_several(unique, output, recursive, suffix, fmt, on_skip)
     _refuse_collisions(jobs)
     return jobs
 
 
-def _plan_one(source: str, output: str | None, recursive: bool, suffix: str, fmt: str) -> list[Job]:
+def _plan_one(
+    source: str, output: str | None, recursive: bool, suffix: str, fmt: str, on_skip: OnSkip
+) -> list[Job]:
     """A single ``IN``: a file may go to a file, a folder or stdout; stdin is allowed."""
     if source == STDIO:
         return [_stdin_job(output, fmt)]
@@ -99,11 +115,11 @@ def _plan_one(source: str, output: str | None, recursive: bool, suffix: str, fmt
         return [_file_job(Path(source), output, suffix, fmt)]
     kind = "folder" if os.path.isdir(source) else "glob"
     out_dir = _output_folder(output, f"'{source}' is a {kind}")
-    return _expand_source(source, out_dir, recursive, suffix, fmt, nest=False)
+    return _expand_source(source, out_dir, recursive, suffix, fmt, on_skip, nest=False)
 
 
 def _plan_several(
-    sources: list[str], output: str | None, recursive: bool, suffix: str, fmt: str
+    sources: list[str], output: str | None, recursive: bool, suffix: str, fmt: str, on_skip: OnSkip
 ) -> list[Job]:
     """Several ``IN`` s (files, folders, globs in any mix) into one output folder.
 
@@ -127,7 +143,7 @@ def _plan_several(
         if os.path.isfile(source):
             jobs.append(_mirrored_job(Path(source), Path(Path(source).name), out_dir, suffix, fmt))
         else:
-            jobs.extend(_expand_source(source, out_dir, recursive, suffix, fmt, nest=nest))
+            jobs.extend(_expand_source(source, out_dir, recursive, suffix, fmt, on_skip, nest=nest))
     seen: set[str] = set()
     unique_jobs: list[Job] = []
     for job in jobs:
@@ -140,18 +156,25 @@ def _plan_several(
 
 
 def _expand_source(
-    source: str, out_dir: Path, recursive: bool, suffix: str, fmt: str, *, nest: bool
+    source: str,
+    out_dir: Path,
+    recursive: bool,
+    suffix: str,
+    fmt: str,
+    on_skip: OnSkip,
+    *,
+    nest: bool,
 ) -> list[Job]:
     """The jobs of one folder or glob; finding no image in it is a usage error naming it."""
     if os.path.isdir(source):
-        pairs = _walk_folder(Path(source), recursive, exclude=out_dir)
+        pairs = _walk_folder(Path(source), recursive, out_dir, on_skip)
         if not pairs:
             what = "folder tree" if recursive else "folder (use --recursive for subfolders)"
             hint = _skipped_output_hint(Path(source), out_dir)
             raise UsageError(f"{source}: no images found in this {what}{hint}")
         base = out_dir / _folder_name(source) if nest else out_dir
     else:
-        pairs = _expand_glob(source, exclude=out_dir)
+        pairs = _expand_glob(source, out_dir, on_skip)
         if not pairs:
             hint = _skipped_output_hint(_glob_root(source), out_dir)
             raise UsageError(f"{source}: no images match this pattern{hint}")
@@ -179,6 +202,11 @@ def _refuse_missing(sources: Sequence[str]) -> None:
         for source in sources
         if not (os.path.isfile(source) or os.path.isdir(source) or glob.has_magic(source))
     ]
+    for source in missing:
+        what = describe_entry(source)
+        if what != "missing":
+            hint = "; use - to read standard input" if "FIFO" in what or "character" in what else ""
+            raise UsageError(f"{source}: not an image file or a folder (it is {what}){hint}")
     if missing:
         raise UsageError(f"{', '.join(missing)}: no such file or folder")
 
@@ -287,7 +315,9 @@ def _skipped_output_hint(root: Path, out_dir: Path) -> str:
     return f" (images inside the output folder {out_dir} are never read as inputs)"
 
 
-def _walk_folder(root: Path, recursive: bool, exclude: Path) -> list[tuple[Path, Path]]:
+def _walk_folder(
+    root: Path, recursive: bool, exclude: Path, on_skip: OnSkip
+) -> list[tuple[Path, Path]]:
     """Image files under ``root`` as (path, path relative to root), sorted, outputs excluded.
 
     Hidden files and folders are skipped, and so is ``exclude`` (the output folder) when it lies
@@ -295,7 +325,11 @@ def _walk_folder(root: Path, recursive: bool, exclude: Path) -> list[tuple[Path,
     """
     nested = _nested_output(root, exclude)
     found: list[tuple[Path, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        on_skip(Path(exc.filename or root), f"a folder that cannot be read ({exc.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         here = Path(dirpath)
         if nested is not None and _inside(here, nested):
             dirnames.clear()
@@ -303,9 +337,40 @@ def _walk_folder(root: Path, recursive: bool, exclude: Path) -> list[tuple[Path,
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in sorted(filenames):
             path = here / name
-            if _is_image_name(name) and path.is_file():
+            if _is_image_name(name) and _regular_or_report(path, on_skip):
                 found.append((path, path.relative_to(root)))
     return sorted(found, key=lambda pair: pair[1].as_posix())
+
+
+def describe_entry(path: Path | str) -> str:
+    """What a path that is not a regular file is, for messages: "a FIFO", "missing"..."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a dangling symbolic link" if os.path.islink(path) else "missing"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic-link loop"
+        return f"unreadable ({exc.strerror})"
+    kinds = [
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
+
+
+def _regular_or_report(path: Path, on_skip: OnSkip) -> bool:
+    """Whether ``path`` is a regular file (after links); else tell ``on_skip`` what it is."""
+    if path.is_file():
+        return True
+    what = describe_entry(path)
+    if what != "a folder":  # a folder named like an image is simply not a file
+        on_skip(path, what)
+    return False
 
 
 def _glob_root(pattern: str) -> Path:
@@ -319,13 +384,13 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path()
 
 
-def _expand_glob(pattern: str, exclude: Path) -> list[tuple[Path, Path]]:
+def _expand_glob(pattern: str, exclude: Path, on_skip: OnSkip) -> list[tuple[Path, Path]]:
     root = _glob_root(pattern)
     nested = _nested_output(root, exclude)
     found: list[tuple[Path, Path]] = []
     for match in glob.glob(pattern, recursive=True):
         path = Path(match)
-        if not (_is_image_name(path.name) and path.is_file()):
+        if not (_is_image_name(path.name) and _regular_or_report(path, on_skip)):
             continue
         if nested is not None and _inside(path, nested):
             continue
