@@ -106,7 +106,7 @@ def _field(
         n = count // bands + (1 if band < count % bands else 0)
         if n == 0:
             continue
-        impulses = np.zeros(shape, np.float32)
+        impulses: np.ndarray = np.zeros(shape, np.float32)
         ys = rng.integers(0, shape[0], n)
         xs = rng.integers(0, shape[1], n)
         np.add.at(impulses, (ys, xs), (layer.opacity * rng.uniform(0.4, 1.0, n)).astype(np.float32))
@@ -186,7 +186,7 @@ def _lens_drops(
 ) -> np.ndarray:
     """Large, soft, faint discs: drops too close to the lens to be in focus."""
     height, width = image.shape[:2]
-    alpha = np.zeros((height, width), np.float32)
+    alpha: np.ndarray = np.zeros((height, width), np.float32)
     for _ in range(recipe.drops):
         radius = max(2, int(recipe.drop_size * rng.uniform(0.5, 1.5)))
         centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
@@ -206,6 +206,7 @@ def _camera(image: np.ndarray, recipe: RainRecipe, rng: np.random.Generator) -> 
     if recipe.jpeg > 0:
         rgb8 = (image * 255.0 + 0.5).astype(np.uint8)
         ok, data = cv2.imencode(".jpg", rgb8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, recipe.jpeg])
-        if ok:
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            image = decoded[..., ::-1].astype(np.float32) / 255.0
     return np.ascontiguousarray(image, dtype=np.float32)

@@ -1,0 +1,115 @@
+"""`derain synth`: render rain over clean photographs into rainy/clean pairs for `derain eval`.
+
+  derain synth CLEAN_DIR -o PAIRS_DIR [--style S] [--seed N] [--copies K] [--scale X]
+               [--max-side PX] [--overwrite]
+
+Exit codes: 0 every image gave its pairs, 1 some files could not be read or written (named; the
+others are written), 2 bad usage (nothing written).
+
+The library (:mod:`derain_cli.synth.pairs`) does the work; this module wires the options, the
+progress bar and the messages on stderr. The renderer is described in ``docs/synth.md``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from derain_cli.cli.common import err_console, user_errors
+
+STYLE_CHOICES = "drizzle, streak, heavy, curtain, storm, mixed"
+
+
+def command(
+    clean_dir: Annotated[
+        Path,
+        typer.Argument(metavar="CLEAN_DIR", help="Folder of clean photographs (not recursive)."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--out",
+            metavar="PAIRS_DIR",
+            help="Writes PAIRS_DIR/rainy/, PAIRS_DIR/clean/ and PAIRS_DIR/recipes.jsonl.",
+        ),
+    ],
+    style: Annotated[
+        str,
+        typer.Option(
+            metavar="STYLE", help=f"Rain style: {STYLE_CHOICES} (one of the others each)."
+        ),
+    ] = "mixed",
+    seed: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Same seed, same rain; each image's rain depends on its name only.",
+        ),
+    ] = 0,
+    copies: Annotated[
+        int,
+        typer.Option(min=1, metavar="K", help="Rainy versions per clean image (stems get -1..-K)."),
+    ] = 1,
+    scale: Annotated[
+        float,
+        typer.Option(
+            metavar="X", help="Rain size multiplier (on top of the image's short side / 480)."
+        ),
+    ] = 1.0,
+    max_side: Annotated[
+        int | None,
+        typer.Option(
+            min=8,
+            metavar="PX",
+            help="Downscale clean images whose long side is above PX first.",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace the pairs already in PAIRS_DIR (deletes them)."),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Render rain over clean photographs: rainy/clean pairs for derain eval."""
+    with user_errors(debug):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from derain_cli.synth.pairs import check_options, list_clean_images, write_pairs
+
+        check_options(style=style, seed=seed, copies=copies, scale=scale, max_side=max_side)
+        total = len(list_clean_images(clean_dir))
+
+        def warn(message: str) -> None:
+            err_console.print(Text.assemble(("derain: warning: ", "bold yellow"), message))
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err_console,
+            disable=quiet,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("synth", total=total)
+            summary = write_pairs(
+                clean_dir, out, style=style, seed=seed, copies=copies, scale=scale,
+                max_side=max_side, overwrite=overwrite, on_warning=warn,
+                on_pair=lambda name: progress.update(task, advance=1, description=name),
+            )  # fmt: skip
+    rainy, clean = (shlex.quote(str(p)) for p in (summary.rainy_dir, summary.clean_dir))
+    failed = f", {len(summary.failed)} image(s) failed" if summary.failed else ""
+    err_console.print(
+        f"derain synth: {len(summary.written)} pairs written to {summary.out}{failed}; "
+        f"next: derain eval --rainy {rainy} --clean {clean} [--weights W]",
+        markup=False,
+    )
+    if summary.failed:
+        raise typer.Exit(1)
