@@ -124,7 +124,7 @@ def _layer(
 def _drizzle(rng: np.random.Generator, scale: float) -> list[StreakLayer]:
     angle = _wind(rng) * 0.5
     return [
-        _layer(rng, scale, angle, density=(15, 60), length=(2, 10), width=(0.6, 1.3),
+        _layer(rng, scale, angle, density=(30, 200), length=(2, 10), width=(0.6, 1.3),
                opacity=(0.08, 0.35), blur=(0.0, 0.8))
         for _ in range(int(rng.integers(1, 3)))
     ]  # fmt: skip
@@ -133,7 +133,7 @@ def _drizzle(rng: np.random.Generator, scale: float) -> list[StreakLayer]:
 def _streak(rng: np.random.Generator, scale: float) -> list[StreakLayer]:
     angle = _wind(rng)
     return [
-        _layer(rng, scale, angle, density=(1.5, 12), length=(12, 70), width=(0.8, 2.5),
+        _layer(rng, scale, angle, density=(2, 80), length=(10, 60), width=(0.6, 2.5),
                opacity=(0.25, 0.85), blur=(0.0, 1.0))
         for _ in range(int(rng.integers(1, 3)))
     ]  # fmt: skip
@@ -144,7 +144,7 @@ def _heavy(rng: np.random.Generator, scale: float) -> list[StreakLayer]:
     near = _layer(rng, scale, angle, density=(1.5, 8), length=(30, 110), width=(1.5, 4.5),
                   opacity=(0.3, 0.8), blur=(0.5, 2.5))  # fmt: skip
     far = [
-        _layer(rng, scale, angle, density=(10, 45), length=(8, 35), width=(0.7, 2),
+        _layer(rng, scale, angle, density=(15, 150), length=(8, 40), width=(0.6, 2),
                opacity=(0.1, 0.4), blur=(0.0, 1.0))
         for _ in range(int(rng.integers(1, 4)))
     ]  # fmt: skip
