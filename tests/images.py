@@ -185,3 +185,13 @@ def make_corrupt_batch(folder: Path) -> dict[str, bool]:
     for name, (data, _) in files.items():
         (folder / name).write_bytes(data)
     return {name: ok for name, (_, ok) in files.items()}
+
+
+def smooth_photo(path: Path, height: int = 24, width: int = 32, seed: int = 0) -> Path:
+    """A small smooth RGB photo at ``path`` (8x8 flat blocks, so JPEG hardly matters)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    pixels = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path

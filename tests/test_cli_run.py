@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from images import make_corrupt_batch, rgba_png  # tests/images.py; pytest puts tests/ on sys.path
+from images import smooth_photo as photo  # tests/images.py
 from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner, Result
@@ -41,16 +42,6 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     module = build_generator("nlcl-resnet", HPARAMS)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_weights(path, module, arch="nlcl-resnet", hparams=HPARAMS, metadata={"note": "test"})
-    return path
-
-
-def photo(path: Path, height: int = 24, width: int = 32, seed: int = 0) -> Path:
-    """A small smooth RGB photo (smooth so JPEG does not matter)."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-    pixels = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
     return path
 
 

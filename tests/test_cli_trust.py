@@ -12,10 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from images import smooth_photo as photo  # tests/images.py
 from typer.testing import CliRunner, Result
 
 from derain_cli.cli.app import app
@@ -33,13 +32,6 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     module = build_generator("nlcl-resnet", HPARAMS)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_weights(path, module, arch="nlcl-resnet", hparams=HPARAMS)
-    return path
-
-
-def photo(path: Path, height: int = 24, width: int = 32, seed: int = 0) -> Path:
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
     return path
 
 

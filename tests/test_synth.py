@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from images import smooth_photo  # tests/images.py
 from typer.testing import CliRunner
 
 from derain_cli import evaluate
@@ -52,18 +52,9 @@ def plain(**changes: object) -> RainRecipe:
     return RainRecipe(**base)  # type: ignore[arg-type]
 
 
-def smooth_photo(path: Path, height: int = 40, width: int = 48, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-    pixels = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
 def clean_folder(folder: Path, stems: tuple[str, ...] = ("a", "b", "c")) -> Path:
     for stem in stems:  # each stem its own picture, whatever else is in the folder
-        smooth_photo(folder / f"{stem}.png", seed=ord(stem[0]))
+        smooth_photo(folder / f"{stem}.png", height=40, width=48, seed=ord(stem[0]))
     return folder
 
 
@@ -282,7 +273,7 @@ def test_missing_empty_and_clashing_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no images"):
         write_pairs(tmp_path / "empty", tmp_path / "out")
     twins = clean_folder(tmp_path / "twins", ("a",))
-    smooth_photo(twins / "a.jpg")
+    smooth_photo(twins / "a.jpg", height=40, width=48)
     with pytest.raises(UsageError, match="stem"):
         write_pairs(twins, tmp_path / "out")
     out = tmp_path / "out"
