@@ -109,12 +109,6 @@ def rain_cover(style: str, scale: float, seeds: int = 6) -> float:
     return float(np.mean(covers))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known renderer issue: StreakLayer.density is per 10,000 px of the rendered image and "
-    "is not divided by scale**2, so doubling the scale (the same photo at twice the resolution) "
-    "gives about 3x the rain cover; fixed by density / scale**2 in recipe._layer",
-)
 @pytest.mark.parametrize("style", ["drizzle", "heavy"])
 def test_rain_cover_does_not_depend_on_the_scale(style: str) -> None:
     ratio = rain_cover(style, 1.0) / rain_cover(style, 0.5)

@@ -103,14 +103,16 @@ def _layer(
     """One layer; its density is capped so that the mean rain alpha stays within ``cover``.
 
     Mean alpha ~ density/1e4 * length * width * opacity * 0.7 (0.7: the mean streak level), so
-    long, wide streaks come fewer: a dense curtain is faint, not a white wall.
+    long, wide streaks come fewer: a dense curtain is faint, not a white wall. ``density`` is given
+    for a photo at scale 1 and divided by ``scale**2``: the same scene at twice the resolution has
+    the same streaks, each twice as long and wide, so a quarter as many per pixel.
     """
     length_px = _log_u(rng, *length) * scale
     width_px = _log_u(rng, *width) * scale
     level = _u(rng, *opacity)
     per_streak = length_px * max(width_px, 1.0) * level * 0.7 / 1e4
     return StreakLayer(
-        density=min(_log_u(rng, *density), _u(rng, *cover) / max(per_streak, 1e-9)),
+        density=min(_log_u(rng, *density) / scale**2, _u(rng, *cover) / max(per_streak, 1e-9)),
         length=length_px,
         width=width_px,
         angle=angle + float(rng.normal(0.0, 4.0)),
