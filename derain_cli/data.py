@@ -162,6 +162,40 @@ def scan_folders(
     return ImageFolders(rainy_dir, clean_dir, rainy, clean_images, tuple(skipped))
 
 
+def check_crop(folders: ImageFolders, crop: int) -> str | None:
+    """Refuse a crop that no rainy image can hold; a note when some images will be upscaled.
+
+    Every image whose short side is below the crop is upscaled (``fit_to_crop``). When that is
+    every rainy image, the crop is a mistake (``--crop 2048`` on 1024-px photos grows a CPU step
+    past 20 GB): :class:`UsageError` naming the largest usable crop. Otherwise the returned note
+    says how many images will be upscaled (``None`` when none).
+    """
+    from PIL import Image
+
+    def short_side(path: Path) -> int:
+        try:
+            with Image.open(path) as image:
+                return min(image.size)
+        except (OSError, ValueError):
+            return crop  # unreadable files are skipped later, with their own warning
+
+    rainy = [short_side(p) for p in folders.rainy]
+    clean = [short_side(p) for p in folders.clean]
+    if rainy and max(rainy) < crop:
+        raise UsageError(
+            f"crop {crop} px is larger than every rainy image (the largest short side is "
+            f"{max(rainy)} px in {folders.rainy_dir}); every crop would be an upscaled image: "
+            f"use --crop {max(rainy)} or less"
+        )
+    small = sum(side < crop for side in rainy + clean)
+    if small:
+        return (
+            f"{small} of {len(rainy) + len(clean)} images are smaller than the {crop}-px crop "
+            "and will be upscaled"
+        )
+    return None
+
+
 def decode(path: Path) -> np.ndarray:
     """RGB image as float32 H x W x 3 in [0, 1] (EXIF orientation applied)."""
     from derain_cli.imaging import read_image

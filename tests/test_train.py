@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _trainkit import derain_cmd, make_dataset, subprocess_env, tiny_config, write_tiny_toml
+from _trainkit import (
+    derain_cmd,
+    make_dataset,
+    run_cli,
+    subprocess_env,
+    tiny_config,
+    write_tiny_toml,
+)
 from typer.testing import CliRunner
 
 from derain_cli.cli.app import app
@@ -336,3 +343,23 @@ def test_ctrl_c_or_sigterm_checkpoints_and_exits_cleanly(
     state = load_checkpoint(out / "checkpoint.pt")
     assert 2 <= state["step"] < 400
     assert read_metrics(out / "metrics.jsonl")[-1]["step"] == state["step"]
+
+
+def test_a_crop_larger_than_every_image_is_refused_before_training(tmp_path: Path) -> None:
+    """Issue: --crop 2048 on <= 1024-px photos upscaled them all and was OOM-killed (exit 137)."""
+    data = make_dataset(tmp_path / "d", rainy=3, clean=2)  # 40-48 px rainy images
+    result = run_cli("train", str(data), "--out", str(tmp_path / "run"), "--steps", "1",
+                     "--batch-size", "2", "--crop", "2048", "--device", "cpu")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "crop 2048 px is larger than every rainy image" in result.stderr
+    assert "--crop 48 or less" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_some_images_smaller_than_the_crop_are_named_once(tmp_path: Path) -> None:
+    from derain_cli.data import check_crop
+
+    folders = scan_folders(make_dataset(tmp_path / "d", rainy=3, clean=2), min_rainy=2)
+    assert check_crop(folders, 32) is None
+    note = check_crop(folders, 44)  # rainy short sides 40, 44, 48; clean 44
+    assert note == "1 of 5 images are smaller than the 44-px crop and will be upscaled"

@@ -198,18 +198,21 @@ def _run(
     if out is None:
         out = Path("runs") / time.strftime("nlcl-%Y%m%d-%H%M%S")
 
-    from derain_cli.data import scan_folders
+    from derain_cli.data import check_crop, scan_folders
     from derain_cli.train.launch import run
 
     def warn(path: Path, reason: str) -> None:
         err_console.print(f"derain train: warning: {path}: skipped ({reason})", markup=False)
 
     folders = scan_folders(data, clean, min_rainy=requested.train.batch_size, on_skip=warn)
+    upscaled = check_crop(folders, requested.train.crop)
     err_console.print(
         f"derain train: {len(folders.rainy)} rainy images in {folders.rainy_dir}, "
         f"{len(folders.clean)} clean in {folders.clean_dir}; run folder {out}",
         markup=False,
     )
+    if upscaled is not None:
+        err_console.print(f"derain train: note: {upscaled}", markup=False)
     result = run(requested, folders, out, resume=resume, progress=RichProgress)
     if result.interrupted:
         again = " ".join(
