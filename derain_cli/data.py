@@ -41,9 +41,6 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 # Streams of the seeded generators (kept distinct so the five draws are independent).
 _RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP, _SYNTH_RAIN = range(5)
 
-#: Short side (pixels) of a photo whose rain ``derain_cli.synth`` sizes at scale 1.
-SYNTH_REFERENCE_SIDE = 480.0
-
 
 @dataclass(frozen=True)
 class SyntheticRain:
@@ -265,10 +262,10 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
         clean, side = self._crop(self.clean, index, g, 1)
         if self.synthetic is None:
             return to_tensor(rainy), to_tensor(clean)
-        from derain_cli.synth import render_rain, sample_recipe
+        from derain_cli.synth import photo_scale, render_rain, sample_recipe
 
         rng = np.random.default_rng([self.seed, _SYNTH_RAIN, g])
-        scale = self.synthetic.scale * side / SYNTH_REFERENCE_SIDE
+        scale = photo_scale(side, self.synthetic.scale)
         clean_rgb = clean.astype(np.float32) / 255.0 if clean.dtype == np.uint8 else clean
         recipe = sample_recipe(rng, self.synthetic.style, scale)
         rendered = render_rain(clean_rgb, recipe, rng)

@@ -301,3 +301,12 @@ def test_cli_writes_pairs_and_exit_codes(tmp_path: Path) -> None:
     partial = runner.invoke(app, [*args, "--overwrite", "--style", "drizzle"])
     assert partial.exit_code == 1 and "z.png" in partial.output
     assert stems_in(tmp_path / "out" / "rainy") == ["a", "b"]
+
+
+def test_the_config_and_cli_know_exactly_the_renderer_styles() -> None:
+    from typing import get_args
+
+    from derain_cli.config import SyntheticStyle
+
+    assert get_args(SyntheticStyle) == STYLES
+    assert synth_cli.STYLE_CHOICES == ", ".join(STYLES)

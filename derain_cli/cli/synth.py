@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.text import Text
 
 from derain_cli.cli.common import err_console, user_errors
+from derain_cli.config import SyntheticStyle
 
-STYLE_CHOICES = "drizzle, streak, heavy, curtain, storm, mixed"
+# From the config's type (light to import), which tests/test_synth.py holds equal to synth.STYLES.
+STYLE_CHOICES = ", ".join(get_args(SyntheticStyle))
 
 
 def command(

@@ -6,7 +6,14 @@
 * :mod:`derain_cli.synth.pairs`: writes ``rainy/`` + ``clean/`` folders that ``derain eval`` reads.
 """
 
-from derain_cli.synth.recipe import STYLES, RainRecipe, StreakLayer, sample_recipe
+from derain_cli.synth.recipe import STYLES, RainRecipe, StreakLayer, photo_scale, sample_recipe
 from derain_cli.synth.render import render_rain
 
-__all__ = ["STYLES", "RainRecipe", "StreakLayer", "render_rain", "sample_recipe"]
+__all__ = [
+    "STYLES",
+    "RainRecipe",
+    "StreakLayer",
+    "photo_scale",
+    "render_rain",
+    "sample_recipe",
+]

@@ -40,14 +40,12 @@ import numpy as np
 from derain_cli.errors import DerainError, ImageError, UsageError
 from derain_cli.imaging import Picture, atomic_write_bytes, read_image, write_image
 from derain_cli.inference.plan import INPUT_SUFFIXES
-from derain_cli.synth.recipe import STYLES, RainRecipe, StreakLayer, sample_recipe
+from derain_cli.synth.recipe import STYLES, RainRecipe, StreakLayer, photo_scale, sample_recipe
 from derain_cli.synth.render import render_rain
 
 RAINY_DIR = "rainy"
 CLEAN_DIR = "clean"
 RECIPES_FILE = "recipes.jsonl"
-#: Short side (pixels) at which a recipe's sizes are used as drawn (``scale`` 1.0).
-REFERENCE_SHORT_SIDE = 480
 
 
 @dataclass(frozen=True)
@@ -267,7 +265,7 @@ def _write_one(
     picture = read_image(path)
     clean, depth = _prepare(picture, max_side)
     height, width = clean.shape[:2]
-    rain_scale = scale * min(height, width) / REFERENCE_SHORT_SIDE
+    rain_scale = photo_scale(min(height, width), scale)
     target = Picture(
         rgb=clean,
         alpha=None,

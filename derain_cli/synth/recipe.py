@@ -38,6 +38,16 @@ from typing import Literal
 import numpy as np
 
 Blend = Literal["add", "screen", "alpha"]
+
+#: Short side (pixels) of a photo whose rain is drawn at ``scale = 1``.
+REFERENCE_SHORT_SIDE = 480.0
+
+
+def photo_scale(short_side: int, multiplier: float = 1.0) -> float:
+    """The ``scale`` for a photo of this short side: its rain keeps its size relative to it."""
+    return multiplier * short_side / REFERENCE_SHORT_SIDE
+
+
 StreakKind = Literal["lines", "field"]
 
 
