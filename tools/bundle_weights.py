@@ -73,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", type=Path, default=REPO / "weights")
     args = parser.parse_args(argv)
 
-    from derain_cli.weights import load_file, load_weights, save_weights
+    from derain_cli.weights import (
+        KEY_ARCH,
+        KEY_FORMAT,
+        KEY_HPARAMS,
+        KEY_VERSION,
+        load_file,
+        load_weights,
+        save_weights,
+    )
     from derain_cli.weights_registry import load_registry
 
     try:
@@ -99,15 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         for source, suffix in (("G_B", ""), ("G_R", "-rain")):
             loaded = load_file(args.run / f"{source}.safetensors")
             dest = out / f"{args.name}{suffix}.safetensors"
+            own = (KEY_ARCH, KEY_HPARAMS, KEY_FORMAT, KEY_VERSION)  # save_weights writes these
+            kept = {k: v for k, v in loaded.metadata.items() if k not in own}
             digest = save_weights(
                 dest, loaded.module, arch=loaded.arch, hparams=loaded.hparams,
-                metadata={**{k: v for k, v in loaded.metadata.items()
-                             if not k.startswith(("derain.arch", "derain.hparams",
-                                                  "derain.format", "derain.version"))}, **meta},
+                metadata={**kept, **meta},
             )  # fmt: skip
-            if dest.stat().st_size >= MAX_BYTES:
+            size = dest.stat().st_size
+            if size >= MAX_BYTES:
                 dest.unlink()
-                raise BundleError(f"{dest}: {dest.stat().st_size / 1e6:.1f} MB >= 20 MB")
+                Path(f"{dest}.sha256").unlink(missing_ok=True)
+                raise BundleError(f"{dest}: {size / 1e6:.1f} MB >= 20 MB")
             entries[args.name + suffix] = {
                 "file": dest.name,
                 "sha256": digest,
