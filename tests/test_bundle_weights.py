@@ -1,0 +1,97 @@
+"""tools/bundle_weights.py: refuses weights below the input or too large, registers the rest."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from derain_cli.nets.registry import build_generator
+from derain_cli.weights import load_weights, save_weights
+
+REPO = Path(__file__).resolve().parents[1]
+HPARAMS = {"in_channels": 3, "channels": 8, "blocks": 2}
+
+
+def _tool() -> ModuleType:
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        return importlib.import_module("bundle_weights")
+    finally:
+        sys.path.pop(0)
+
+
+def _run(tmp: Path) -> Path:
+    run = tmp / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    for name, layer in (("G_B", "background"), ("G_R", "rain")):
+        net = build_generator("nlcl-resnet", HPARAMS)
+        meta = {"derain.layer": layer}
+        save_weights(run / f"{name}.safetensors", net, arch="nlcl-resnet", hparams=HPARAMS,
+                     metadata=meta)  # fmt: skip
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 2, "seconds": 12.5}) + "\n")
+    return run
+
+
+def _eval(tmp: Path, psnr: float, ssim: float) -> Path:
+    rows = [
+        {"method": "input", "set": "all", "count": 24, "psnr": 21.0, "ssim": 0.66},
+        {"method": "G_B", "set": "all", "count": 24, "psnr": psnr, "ssim": ssim},
+    ]
+    path = tmp / f"eval-{psnr}-{ssim}.json"
+    path.write_text(json.dumps({"summary": rows}))
+    return path
+
+
+def _weights_dir(tmp: Path) -> Path:
+    folder = tmp / "weights"
+    folder.mkdir()
+    empty = {"format_version": 1, "aliases": {"default": None}, "weights": {}}
+    (folder / "registry.json").write_text(json.dumps(empty))
+    return folder
+
+
+def _args(run: Path, bench: Path, folder: Path) -> list[str]:
+    return [str(run), "--name", "tiny", "--bench", str(bench), "--real", str(bench),
+            "--licence", "MIT", "--publish-repo", "o/r", "--weights-dir", str(folder),
+            "--default"]  # fmt: skip
+
+
+def test_weights_below_the_input_are_refused_and_nothing_written(tmp_path: Path) -> None:
+    folder = _weights_dir(tmp_path)
+    bench = _eval(tmp_path, psnr=22.0, ssim=0.65)  # better PSNR, worse SSIM
+    assert _tool().main(_args(_run(tmp_path), bench, folder)) == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["registry.json"]
+
+
+def test_an_oversized_file_is_refused_with_its_size_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tool = _tool()
+    monkeypatch.setattr(tool, "MAX_BYTES", 1000)
+    folder = _weights_dir(tmp_path)
+    bench = _eval(tmp_path, psnr=23.0, ssim=0.70)
+    assert tool.main(_args(_run(tmp_path), bench, folder)) == 1
+    assert "MB >= 20 MB" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["registry.json"]
+
+
+def test_good_weights_are_bundled_registered_and_load_as_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _weights_dir(tmp_path)
+    bench = _eval(tmp_path, psnr=23.0, ssim=0.70)
+    monkeypatch.setenv("DERAIN_REGISTRY", str(folder / "registry.json"))
+    assert _tool().main(_args(_run(tmp_path), bench, folder)) == 0
+    registry = json.loads((folder / "registry.json").read_text())
+    assert registry["aliases"]["default"] == "tiny"
+    assert set(registry["weights"]) == {"tiny", "tiny-rain"}
+    loaded = load_weights(None)
+    assert loaded.metadata["derain.layer"] == "background"
+    assert json.loads(loaded.metadata["derain.eval"])["bench_dev"][1]["psnr"] == 23.0
