@@ -20,6 +20,7 @@ from derain_cli.inference.engine import Derainer
 from derain_cli.losses import NLCLObjective
 from derain_cli.losses.location_contrast import encode_generator, generator_channels
 from derain_cli.nets.fast import SpaceToDepthGenerator
+from derain_cli.nets.generator import apply_output
 from derain_cli.nets.registry import ARCHITECTURES, build_generator
 
 TINY = {"channels": 8, "blocks": 2}
@@ -79,6 +80,23 @@ def test_padding_replicates_edges_and_crops_the_top_left(factor: int) -> None:
         # a zero pad would let the norms see a black border: a different result
         zero = F.pad(x, (0, target_w - 22, 0, target_h - 13))
         assert not torch.allclose(net(x), net(zero)[..., :13, :22], atol=1e-4)
+
+
+def test_subtract_rain_units_below_zero_still_learn_to_remove_rain() -> None:
+    """A plain relu gave G_B zero gradient wherever its rain map was negative: trained on crops
+    that are mostly rain-free the whole map went negative and the net stayed the identity.
+    RainRelu passes the gradient that asks for more rain and drops the one that asks for less."""
+    x = torch.zeros(1, 3, 2, 2)
+    y = torch.full((1, 3, 2, 2), -0.5, requires_grad=True)
+    target = torch.full((1, 3, 2, 2), -0.25).index_fill(3, torch.tensor([1]), 0.0)
+    (apply_output(x, y, "subtract_rain") - target).abs().sum().backward()
+    assert y.grad is not None
+    assert (y.grad[..., 0] < 0).all()  # the loss wants rain here: y is pushed up, out of zero
+    assert (y.grad[..., 1] == 0).all()  # no rain wanted where y is already below zero
+    with torch.no_grad():  # forward is the plain relu, in training and at inference
+        assert torch.equal(apply_output(x, y, "subtract_rain"), x)
+    y2 = torch.tensor([0.3, -0.2], requires_grad=True)
+    assert torch.equal(apply_output(torch.zeros(2), y2, "subtract_rain"), torch.tensor([-0.3, 0.0]))
 
 
 @pytest.mark.parametrize(("height", "width"), [(37, 53), (5, 7), (40, 32)])

@@ -20,6 +20,12 @@ so inference rebuilds the same function; :func:`apply_output`):
   only be darker than the input where the net sees rain and equals the input elsewhere: an
   untrained or unsure network returns the input instead of shifting tone and colour
   (reference.md, section 3: 17.17 -> 21.44 dB after the same 66 s of training). Not in the paper.
+
+  The relu's gradient is one-sided (:class:`RainRelu`): where ``y < 0`` it still passes the part
+  of the gradient that asks for more rain. With a plain relu a unit that went negative never
+  learns again, and on training data where most pixels carry no rain the whole map went
+  negative within a few hundred steps: the network stayed the identity, exactly, for good.
+  The forward pass (and so inference) is the plain relu.
 """
 
 from __future__ import annotations
@@ -39,10 +45,30 @@ def check_output(output: str) -> None:
         raise ValueError(f"generator output {output!r}: choose one of {', '.join(OUTPUTS)}")
 
 
+class RainRelu(torch.autograd.Function):
+    """``relu(y)`` forward; backward passes the gradient where ``y > 0`` or where it asks for more.
+
+    Gradient descent moves ``y`` by ``-grad``: a negative gradient asks for a larger rain map.
+    Where ``y <= 0`` that request still reaches ``y`` (straight through), while a request for
+    less (positive gradient) is dropped, as relu drops it; so no unit can die at zero.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, y: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(y)
+        return y.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return grad * ((y > 0) | (grad < 0)).to(grad.dtype)
+
+
 def apply_output(x: torch.Tensor, y: torch.Tensor, output: str) -> torch.Tensor:
     """The background layer from input ``x`` and last-layer output ``y``, both in [-1, 1]."""
     if output == "subtract_rain":
-        return x - torch.relu(y)
+        rain: torch.Tensor = RainRelu.apply(y) if torch.is_grad_enabled() else torch.relu(y)
+        return x - rain
     return y
 
 
