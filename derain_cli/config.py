@@ -152,6 +152,9 @@ class LossConfig:
     synthetic_weight: float = 1.0
     synthetic_style: SyntheticStyle = "mixed"  # the renderer's style (derain synth --style)
     synthetic_scale: float = 1.0  # streak sizes x this (1.0: sized for the source photo)
+    # pairs that differ by rain alone: never darker than the clean crop, the same camera noise and
+    # JPEG on both (synth.render_pair); what an output = "subtract_rain" G_B can learn exactly
+    synthetic_rain_only: bool = False
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [

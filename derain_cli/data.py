@@ -48,6 +48,7 @@ class SyntheticRain:
 
     style: str = "mixed"
     scale: float = 1.0
+    rain_only: bool = False  # pairs differ by rain alone (synth.render_pair)
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,8 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
     """Item ``g`` (the global sample counter) -> (rainy crop O, unpaired clean crop), [-1, 1].
 
-    With ``synthetic`` the item is (O, clean crop C, C with rain rendered over it).
+    With ``synthetic`` the item is (O, clean crop C, C with rain rendered over it); with
+    ``synthetic.rain_only`` C is the crop through the same camera as its rainy version.
     Unreadable files found while training are replaced by the next file in sorted order, with one
     warning each (per process); ``cache`` decodes each file once and keeps it as uint8.
     """
@@ -262,14 +264,14 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
         clean, side = self._crop(self.clean, index, g, 1)
         if self.synthetic is None:
             return to_tensor(rainy), to_tensor(clean)
-        from derain_cli.synth import photo_scale, render_rain, sample_recipe
+        from derain_cli.synth import photo_scale, render_pair, sample_recipe
 
         rng = np.random.default_rng([self.seed, _SYNTH_RAIN, g])
         scale = photo_scale(side, self.synthetic.scale)
         clean_rgb = clean.astype(np.float32) / 255.0 if clean.dtype == np.uint8 else clean
         recipe = sample_recipe(rng, self.synthetic.style, scale)
-        rendered = render_rain(clean_rgb, recipe, rng)
-        return to_tensor(rainy), to_tensor(clean_rgb), to_tensor(rendered)
+        rendered, target = render_pair(clean_rgb, recipe, rng, rain_only=self.synthetic.rain_only)
+        return to_tensor(rainy), to_tensor(target), to_tensor(rendered)
 
     def epoch(self, samples_seen: int) -> float:
         """Passes over the rainy images after ``samples_seen`` samples."""

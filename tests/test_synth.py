@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from images import smooth_photo  # tests/images.py
@@ -19,7 +20,14 @@ from derain_cli.cli import synth as synth_cli
 from derain_cli.cli.app import app, route
 from derain_cli.errors import UsageError
 from derain_cli.imaging import read_image
-from derain_cli.synth import STYLES, RainRecipe, StreakLayer, render_rain, sample_recipe
+from derain_cli.synth import (
+    STYLES,
+    RainRecipe,
+    StreakLayer,
+    render_pair,
+    render_rain,
+    sample_recipe,
+)
 from derain_cli.synth.pairs import recipe_from_dict, rng_for, write_pairs
 from derain_cli.synth.render import streak_alpha
 
@@ -146,6 +154,33 @@ def test_alpha_with_a_dark_colour_darkens() -> None:
     assert (dark < 0.8 - 0.05).any() and (dark <= 0.8 + 1e-6).all()
     white = render_rain(clean, plain(blend="alpha"), np.random.default_rng(0))
     assert (white >= 0.8 - 1e-6).all() and (white > 0.85).any()
+
+
+def test_render_pair_default_is_render_rain_and_the_clean_image() -> None:
+    clean = np.random.default_rng(2).random((48, 48, 3), dtype=np.float32)
+    recipe = plain(noise=0.02, jpeg=80, veil=0.2)
+    rainy, target = render_pair(clean, recipe, np.random.default_rng(5))
+    np.testing.assert_array_equal(rainy, render_rain(clean, recipe, np.random.default_rng(5)))
+    np.testing.assert_array_equal(target, clean)
+
+
+def test_rain_only_pairs_differ_by_rain_alone() -> None:
+    """Darkening rain does not show, and the target shares the camera's noise and JPEG."""
+    clean = np.random.default_rng(3).random((48, 48, 3), dtype=np.float32) * 0.5 + 0.4
+    dark = plain(blend="alpha", colour=(0.05, 0.05, 0.05), airlight=(0.1, 0.1, 0.1), veil=0.3)
+    rainy, target = render_pair(clean, dark, np.random.default_rng(0), rain_only=True)
+    np.testing.assert_allclose(rainy, target, atol=1e-6)  # nothing brighter: all rain hidden
+    np.testing.assert_allclose(target, clean, atol=1e-6)  # no camera effects in this recipe
+    rainy, target = render_pair(clean, plain(noise=0.03), np.random.default_rng(0), rain_only=True)
+    rain_free = (rainy == target).all(axis=2)  # where no streak fell: the same noisy pixels
+    assert 0.2 < rain_free.mean() < 1.0
+    assert (rainy >= target - 1e-6).all()  # rain only adds light
+    assert psnr(target, clean) < 40.0  # the target carries the camera noise
+    _, target = render_pair(clean, plain(jpeg=60), np.random.default_rng(0), rain_only=True)
+    bgr8 = (clean[..., ::-1] * 255 + 0.5).astype(np.uint8)
+    data = cv2.imencode(".jpg", bgr8, [cv2.IMWRITE_JPEG_QUALITY, 60])[1]
+    blocks = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    np.testing.assert_allclose(target, blocks[..., ::-1] / 255.0, atol=1e-6)  # and its JPEG
 
 
 def test_veil_brightens_a_dark_image_towards_the_airlight() -> None:

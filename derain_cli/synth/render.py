@@ -29,9 +29,24 @@ _SHIFT = 4  # cv2 fixed-point bits: sub-pixel streak endpoints
 
 def render_rain(clean: np.ndarray, recipe: RainRecipe, rng: np.random.Generator) -> np.ndarray:
     """The rainy version of ``clean`` (float32 ``(H, W, 3)`` in [0, 1]); ``clean`` is untouched."""
+    return render_pair(clean, recipe, rng)[0]
+
+
+def render_pair(
+    clean: np.ndarray, recipe: RainRecipe, rng: np.random.Generator, *, rain_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rainy, target)`` for supervision; the rainy image is :func:`render_rain`'s.
+
+    By default the target is ``clean`` itself. With ``rain_only`` the two differ by the rain alone,
+    which is what a network of the form ``B = O - relu(G(O))`` can express: the rainy image is never
+    darker than the clean one (``max(O, C)``, taken before the camera: a streak or veil darker than
+    the scene does not show), and the target goes through the same camera (the same noise draw and
+    the same JPEG quality), so the network learns to remove rain, not to denoise or deblock.
+    """
     if clean.ndim != 3 or clean.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {clean.shape}")
-    image = np.clip(clean.astype(np.float32, copy=True), 0.0, 1.0)
+    base = np.clip(clean.astype(np.float32, copy=True), 0.0, 1.0)
+    image = base
     height, width = image.shape[:2]
     if recipe.veil > 0:
         image = _veil(image, recipe, rng)
@@ -41,7 +56,11 @@ def render_rain(clean: np.ndarray, recipe: RainRecipe, rng: np.random.Generator)
         image = _blend(image, alphas, colour, recipe.blend)
     if recipe.drops > 0:
         image = _lens_drops(image, recipe, colour, rng)
-    return _camera(image, recipe, rng)
+    if not rain_only:
+        return _camera(image, recipe, rng), base
+    image = np.maximum(image, base)
+    noise = _noise_field(image, recipe, rng)
+    return _camera(image, recipe, rng, noise), _camera(base, recipe, rng, noise)
 
 
 def streak_alpha(
@@ -197,12 +216,28 @@ def _lens_drops(
     return image
 
 
-def _camera(image: np.ndarray, recipe: RainRecipe, rng: np.random.Generator) -> np.ndarray:
+def _noise_field(
+    image: np.ndarray, recipe: RainRecipe, rng: np.random.Generator
+) -> np.ndarray | None:
+    """Signal-dependent sensor noise, ``sigma(x) = noise * sqrt((x + 0.05) / 0.55)``."""
+    if recipe.noise <= 0:
+        return None
+    sigma = recipe.noise * np.sqrt((np.clip(image, 0.0, 1.0) + 0.05) / 0.55)
+    return sigma * rng.standard_normal(image.shape, np.float32)
+
+
+def _camera(
+    image: np.ndarray,
+    recipe: RainRecipe,
+    rng: np.random.Generator,
+    noise: np.ndarray | None = None,
+) -> np.ndarray:
+    """Sensor noise (``noise``, or a fresh draw) and JPEG re-encoding."""
     image = np.clip(image, 0.0, 1.0).astype(np.float32)
-    if recipe.noise > 0:
-        # Shot noise grows with the signal: sigma(x) = noise * sqrt((x + 0.05) / 0.55).
-        sigma = recipe.noise * np.sqrt((image + 0.05) / 0.55)
-        image = np.clip(image + sigma * rng.standard_normal(image.shape, np.float32), 0.0, 1.0)
+    if noise is None:
+        noise = _noise_field(image, recipe, rng)
+    if noise is not None:
+        image = np.clip(image + noise, 0.0, 1.0)
     if recipe.jpeg > 0:
         rgb8 = (image * 255.0 + 0.5).astype(np.uint8)
         ok, data = cv2.imencode(".jpg", rgb8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, recipe.jpeg])

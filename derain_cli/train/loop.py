@@ -272,7 +272,11 @@ def train(
     if ctx.is_main:
         _prepare_folder(paths, config, start)
     lc = config.losses
-    synthetic = SyntheticRain(lc.synthetic_style, lc.synthetic_scale) if lc.use_synthetic else None
+    synthetic = (
+        SyntheticRain(lc.synthetic_style, lc.synthetic_scale, lc.synthetic_rain_only)
+        if lc.use_synthetic
+        else None
+    )
     dataset = UnpairedCrops(
         folders, crop=tc.crop, seed=tc.seed, cache=tc.cache_images, synthetic=synthetic
     )
