@@ -155,6 +155,9 @@ class LossConfig:
     # pairs that differ by rain alone: never darker than the clean crop, the same camera noise and
     # JPEG on both (synth.render_pair); what an output = "subtract_rain" G_B can learn exactly
     synthetic_rain_only: bool = False
+    # the first N steps train the synthetic term alone (the NLCL terms and D start at step N): the
+    # supervised part is about 4x cheaper a step on a CPU and does the early work
+    synthetic_only_steps: int = 0
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -170,6 +173,11 @@ class LossConfig:
             (len(self.location_g_layers) >= 1, "losses.location_g_layers must not be empty"),
             (self.lowfreq_pool >= 1, "losses.lowfreq_pool must be >= 1"),
             (self.synthetic_scale > 0, "losses.synthetic_scale must be > 0"),
+            (self.synthetic_only_steps >= 0, "losses.synthetic_only_steps must be >= 0"),
+            (
+                self.synthetic_only_steps == 0 or self.use_synthetic,
+                "losses.synthetic_only_steps needs losses.use_synthetic = true",
+            ),
         ]
         names = ("adv", "consistency", "rain_l1", "layer", "location", "lowfreq", "synthetic")
         for name in names:

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from derain_cli.cli.app import app
 from derain_cli.config import NLCLConfig
 from derain_cli.data import scan_folders
+from derain_cli.errors import UsageError
 from derain_cli.train.checkpoint import load_checkpoint
 from derain_cli.train.loop import (
     Hooks,
@@ -129,6 +130,35 @@ def test_synthetic_supervision_trains_and_resumes_exactly(data: Path, tmp_path: 
         torch.testing.assert_close(b["models"][key], tensor, rtol=0, atol=0, msg=key)
     rows = read_metrics(tmp_path / "a" / "metrics.jsonl")
     assert all(math.isfinite(r["g_synthetic"]) and r["g_synthetic"] > 0 for r in rows)
+
+
+def test_synthetic_only_steps_train_the_supervision_alone_then_every_term(
+    data: Path, tmp_path: Path
+) -> None:
+    """Steps before losses.synthetic_only_steps log the synthetic term alone and leave D as it
+    was; from then on every NLCL term is trained, and a resume across the switch is exact."""
+    folders = scan_folders(data, min_rainy=2)
+    synth = {"losses.use_synthetic": True, "losses.synthetic_only_steps": 2}
+    config = tiny_config(steps=4, sample_every=0, log_every=1).with_overrides(synth)
+    train(config.with_overrides({"train.steps": 2}), folders, tmp_path / "b")
+    early = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    torch.manual_seed(config.train.seed)  # as train() does before building the networks
+    fresh = build_objective(config)
+    for key, tensor in fresh.d.state_dict().items():  # D not trained before the switch
+        torch.testing.assert_close(early["models"][f"d.{key}"], tensor, rtol=0, atol=0)
+    train(config, folders, tmp_path / "b", resume=True)
+    train(config, folders, tmp_path / "a")
+    rows = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    assert [sorted(k for k in r if k.startswith("g_")) for r in rows[:2]] == [
+        ["g_synthetic", "g_total"]
+    ] * 2
+    assert {"g_adv", "g_layer_contrast", "g_location_contrast"} <= set(rows[2])
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    for key, tensor in a["models"].items():
+        torch.testing.assert_close(b["models"][key], tensor, rtol=0, atol=0, msg=key)
+    with pytest.raises(UsageError, match="synthetic_only_steps needs losses.use_synthetic"):
+        tiny_config().with_overrides({"losses.synthetic_only_steps": 2})
 
 
 def test_compact_checkpoint_is_smaller_and_resumes_close(data: Path, tmp_path: Path) -> None:

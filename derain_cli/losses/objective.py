@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -157,6 +158,24 @@ class NLCLObjective(nn.Module):
                 b = self.g_b(o)
         real, fake = lsgan_discriminator_loss(self.d(clean), self.d(b.detach()))
         return {"real": real, "fake": fake, "total": 0.5 * (real + fake)}
+
+    @contextlib.contextmanager
+    def synthetic_only(self) -> Iterator[None]:
+        """Inside: the synthetic term alone (``losses.synthetic_only_steps``); D's loss is zero."""
+        saved = self.loss_config
+        self.loss_config = dataclasses.replace(
+            saved,
+            use_adv=False,
+            use_consistency=False,
+            use_rain_l1=False,
+            use_layer_contrast=False,
+            use_location_contrast=False,
+            use_lowfreq=False,
+        )
+        try:
+            yield
+        finally:
+            self.loss_config = saved
 
     def generator_losses(
         self,

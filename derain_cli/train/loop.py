@@ -357,10 +357,16 @@ def train(
                 for group in opt.param_groups:
                     group["lr"] = lr
             sampling_rng.manual_seed(_step_seed(tc.seed, ctx.rank, step))
+            phase = (
+                objective.synthetic_only()
+                if step < config.losses.synthetic_only_steps
+                else contextlib.nullcontext()
+            )
             try:
-                terms = train_step(
-                    objective, o, clean, parts, generator=sampling_rng, synthetic=rendered
-                )
+                with phase:
+                    terms = train_step(
+                        objective, o, clean, parts, generator=sampling_rng, synthetic=rendered
+                    )
             except (RuntimeError, ValueError) as exc:
                 # Non-finite weights make later stages fail (e.g. block matching on NaN images)
                 # before any loss is seen: report that as divergence, anything else as is.
@@ -440,6 +446,7 @@ class _Meter:
     def __init__(self, *, global_batch: int) -> None:
         self.global_batch = global_batch
         self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}  # per term: the NLCL terms start mid-run
         self.count = 0
         self.since = time.perf_counter()
         self.begin = self.since
@@ -447,15 +454,15 @@ class _Meter:
     def add(self, terms: Mapping[str, torch.Tensor]) -> None:
         for key, value in terms.items():
             self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.count += 1
 
     def flush(self, ctx: DistContext, stop_requested: bool) -> tuple[dict[str, float], bool]:
         """Mean of each term over the interval and the ranks; whether any rank wants to stop."""
         keys = sorted(self.sums)
-        count = max(1, self.count)
         device = next(iter(self.sums.values())).device if self.sums else ctx.device
         vector = torch.stack(
-            [self.sums[k] / count for k in keys] or [torch.zeros((), device=device)]
+            [self.sums[k] / self.counts[k] for k in keys] or [torch.zeros((), device=device)]
         )
         flag = torch.tensor([1.0 if stop_requested else 0.0], device=device)
         merged = dist_utils.mean_across_ranks(torch.cat([vector.reshape(-1), flag]), ctx)
@@ -466,7 +473,7 @@ class _Meter:
             self.count * self.global_batch / max(now - self.since, 1e-9), 3
         )
         values["seconds"] = round(now - self.begin, 3)
-        self.sums, self.count, self.since = {}, 0, now
+        self.sums, self.counts, self.count, self.since = {}, {}, 0, now
         return values, host[-1] > 0
 
 
