@@ -21,6 +21,7 @@ from _trainkit import (
     tiny_config,
     write_tiny_toml,
 )
+from PIL import Image
 from typer.testing import CliRunner
 
 from derain_cli.cli.app import app
@@ -68,6 +69,20 @@ def test_cli_run_exports_weights_that_derain_loads(data: Path, tmp_path: Path) -
     assert (out / "loss-curve.png").stat().st_size > 1000
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
 
+    # What the user is told, before the first step and as files appear.
+    said = result.output
+    assert "training on cpu (float32), batch 2 x 32 px, steps 1-4" in said
+    assert "first step took" in said and "3 more steps: about" in said
+    assert f"step 2: checkpoint written to {out / 'checkpoint.pt'}" in said
+    assert f"step 2: sample grid written to {out / 'samples' / 'step-0000002.png'}" in said
+    assert "warning" not in said
+    log = [line for line in said.splitlines() if line.startswith("step 2/4")]
+    assert log and "G " in log[0] and "d_fake" not in log[0] and len(log[0]) < 140
+    # The sample grid's columns are captioned: a white band with dark text above the images.
+    grid = np.asarray(Image.open(out / "samples" / "step-0000002.png").convert("L"))
+    assert grid.shape == (14 + 2 * 32 + 2, 4 * 32 + 3 * 2)
+    assert grid[:14].min() < 100 and (grid[:14] == 255).mean() > 0.5
+
     from derain_cli.weights import load_weights
 
     loaded = load_weights(str(out / "G_B.safetensors"))
@@ -87,7 +102,6 @@ def test_cli_run_exports_weights_that_derain_loads(data: Path, tmp_path: Path) -
     assert rain_weights_beside(str(out / "G_B.safetensors")) == out / "G_R.safetensors"
     # ...and the default command derains a photo with it.
     photo, cleaned = tmp_path / "photo.png", tmp_path / "clean.png"
-    Image = pytest.importorskip("PIL.Image")
     Image.fromarray(np.full((24, 20, 3), 128, np.uint8)).save(photo)
     from derain_cli.cli.app import main
 

@@ -24,6 +24,20 @@ from derain_cli.config import TrainConfig
 _DEFAULTS = TrainConfig()
 
 
+#: The terms a plain log line shows, by short name (every term is in the run's metrics.jsonl).
+SHORT_TERMS = (
+    ("g_total", "G"),
+    ("d_total", "D"),
+    ("g_adv", "adv"),
+    ("g_consistency", "cons"),
+    ("g_rain_l1", "sparse"),
+    ("g_layer_contrast", "layer"),
+    ("g_location_contrast", "loc"),
+    ("g_lowfreq", "lowfreq"),
+    ("g_synthetic", "syn"),
+)
+
+
 class RichProgress:
     """Live display on a terminal (step, ETA, images/s, each loss); plain lines otherwise."""
 
@@ -68,10 +82,10 @@ class RichProgress:
         return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
     def _line(self, record: Mapping[str, Any]) -> str:
-        losses = "  ".join(f"{k}={v:.4g}" for k, v in record.items() if k.startswith(("d_", "g_")))
+        terms = "  ".join(f"{short} {record[k]:.4g}" for k, short in SHORT_TERMS if k in record)
         return (
             f"step {record.get('step')}/{self.total}  eta {self._eta(record)}  "
-            f"{record.get('images_per_s', 0):.1f} img/s  lr {record.get('lr', 0):.2e}  {losses}"
+            f"{record.get('images_per_s', 0):.1f} img/s  lr {record.get('lr', 0):.1e}  {terms}"
         )
 
     def _render(self, record: Mapping[str, Any]) -> Any:

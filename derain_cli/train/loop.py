@@ -39,6 +39,7 @@ from derain_cli.config import NLCLConfig, TrainConfig
 from derain_cli.data import ImageFolders, StepSampler, SyntheticRain, UnpairedCrops
 from derain_cli.errors import DerainError, UsageError
 from derain_cli.train import distributed as dist_utils
+from derain_cli.train import messages
 from derain_cli.train.checkpoint import (
     capture_rng,
     compact_keys,
@@ -49,7 +50,7 @@ from derain_cli.train.checkpoint import (
 )
 from derain_cli.train.distributed import DistContext
 from derain_cli.train.ema import ModelEMA
-from derain_cli.train.plots import loss_curves, sample_grid, save_png
+from derain_cli.train.plots import GRID_COLUMNS, loss_curves, sample_grid, save_png
 from derain_cli.train.step import StepParts, train_step
 
 if TYPE_CHECKING:
@@ -348,6 +349,8 @@ def train(
     result = TrainResult(step=start, total_steps=total)
     if report is not None:
         report.start(start, total)
+        report.note(messages.run_summary(config, device, dtype, start, total))
+    began = time.perf_counter()
     with _StopOnSignal() as stop:
         for batch in loader:
             o, clean = (_to_device(x, device, channels_last) for x in batch[:2])
@@ -384,6 +387,11 @@ def train(
             due_checkpoint = step % tc.checkpoint_every == 0 or step == total
             due_sample = tc.sample_every > 0 and (step % tc.sample_every == 0 or step == total)
             due_log = step % tc.log_every == 0 or due_checkpoint or due_sample
+            if step == start + 1 and step < total and report is not None:
+                seconds = time.perf_counter() - began
+                for line in messages.first_step_estimate(seconds, total - step, device):
+                    if line is not None:
+                        report.note(line)
             if not (due_log or (stop.requested and not ctx.active)):
                 continue
             values, stop_all = meter.flush(ctx, stop.requested)
@@ -405,7 +413,9 @@ def train(
                 report.update(record)
             if due_sample and ctx.is_main and preview is not None:
                 gen = ema.module if ema is not None else g_b
-                _write_samples(paths, step, objective, gen, preview, device, autocast)
+                written = _write_samples(paths, step, objective, gen, preview, device, autocast)
+                if report is not None:
+                    report.note(messages.samples_note(step, written))
             if stop_all:
                 save(step)
                 result.interrupted = True
@@ -414,6 +424,8 @@ def train(
             if due_checkpoint:
                 save(step)
                 last_saved = step
+                if report is not None and step < total:
+                    report.note(messages.checkpoint_note(step, paths.checkpoint))
     result.step = step
     result.checkpoint = paths.checkpoint if (ctx.is_main and step > 0) else None
     if result.interrupted:
@@ -630,13 +642,15 @@ def _write_samples(
     preview: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
-) -> None:
+) -> Path:
     rainy, clean = (t.to(device) for t in preview)
     with autocast():
         _, r = objective.forward_generators(rainy)
         b = g_b(rainy)
-    grid = sample_grid([rainy, b.float(), r.float(), clean])
-    save_png(paths.samples / f"step-{step:07d}.png", grid)
+    grid = sample_grid([rainy, b.float(), r.float(), clean], labels=GRID_COLUMNS)
+    path = paths.samples / f"step-{step:07d}.png"
+    save_png(path, grid)
+    return path
 
 
 def _diverged(paths: RunPaths, step: int, detail: str, last_saved: int | None) -> None:

@@ -24,20 +24,37 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return array.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def sample_grid(columns: Sequence[torch.Tensor], *, gap: int = 2) -> np.ndarray:
-    """Rows = samples, columns = tensors (each N x 3 x H x W in [-1, 1]); white gaps."""
+def sample_grid(
+    columns: Sequence[torch.Tensor], *, labels: Sequence[str] = (), gap: int = 2
+) -> np.ndarray:
+    """Rows = samples, columns = tensors (each N x 3 x H x W in [-1, 1]); white gaps.
+
+    ``labels``: one caption per column, written in a white band above it.
+    """
     tiles = [to_uint8(c) for c in columns]
     rows, height, width = tiles[0].shape[:3]
+    top = _LABEL_BAND if labels else 0
     grid = np.full(
-        (rows * height + (rows - 1) * gap, len(tiles) * width + (len(tiles) - 1) * gap, 3),
+        (top + rows * height + (rows - 1) * gap, len(tiles) * width + (len(tiles) - 1) * gap, 3),
         255,
         np.uint8,
     )
     for c, tile in enumerate(tiles):
         for r in range(rows):
-            y, x = r * (height + gap), c * (width + gap)
+            y, x = top + r * (height + gap), c * (width + gap)
             grid[y : y + height, x : x + width] = tile[r]
-    return grid
+    if not labels:
+        return grid
+    picture = Image.fromarray(grid)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default()
+    for c, label in enumerate(labels[: len(tiles)]):
+        draw.text((c * (width + gap) + 2, 2), label, fill=(0, 0, 0), font=font)
+    return np.asarray(picture)
+
+
+#: Height of the caption band above a labelled sample grid, pixels.
+_LABEL_BAND = 14
 
 
 def save_png(path: Path, image: np.ndarray | Image.Image) -> None:

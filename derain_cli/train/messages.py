@@ -1,0 +1,74 @@
+"""What a training run tells its user: the opening summary, the time warning, file notes.
+
+Kept apart from the loop so the wording lives in one place; every function returns text and
+prints nothing (the loop hands it to its :class:`~derain_cli.train.loop.Progress`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from derain_cli.config import NLCLConfig
+
+#: A run expected to take longer than this gets a warning after its first step.
+LONG_RUN_S = 24 * 3600.0
+
+
+def run_summary(
+    config: NLCLConfig, device: torch.device, dtype: torch.dtype, start: int, total: int
+) -> str:
+    """One line: device, precision, batch, crop, steps left, and the phases of the schedule."""
+    tc, lc = config.train, config.losses
+    precision = str(dtype).removeprefix("torch.")
+    text = (
+        f"training on {device} ({precision}), batch {tc.batch_size} x {tc.crop} px, "
+        f"steps {start + 1}-{total}"
+    )
+    if lc.use_synthetic and lc.synthetic_only_steps > start:
+        switch = min(lc.synthetic_only_steps, total)
+        text += (
+            f"; synthetic supervision alone to step {switch} (faster steps), then every NLCL term"
+            if switch < total
+            else "; synthetic supervision alone"
+        )
+    return text + f"; checkpoint every {tc.checkpoint_every} steps"
+
+
+def format_duration(seconds: float) -> str:
+    """``3 h 20 min``, ``2.5 days``, ``40 s``: for estimates, not for logs."""
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min"
+    return f"{int(seconds)} s"
+
+
+def first_step_estimate(
+    seconds: float, steps_left: int, device: torch.device
+) -> tuple[str, str | None]:
+    """After the first step: the estimate line, and a warning when it runs past a day."""
+    estimate = seconds * steps_left
+    line = (
+        f"first step took {seconds:.1f} s on {device} (start-up included); "
+        f"{steps_left} more steps: about {format_duration(estimate)}"
+    )
+    if estimate <= LONG_RUN_S:
+        return line, None
+    warning = (
+        f"warning: at this speed the run takes about {format_duration(estimate)} on {device}; "
+        "lower train.steps, --crop or --batch-size, or train on a GPU (Ctrl-C stops with a "
+        "checkpoint; --resume continues)"
+    )
+    return line, warning
+
+
+def checkpoint_note(step: int, path: Path) -> str:
+    return f"step {step}: checkpoint written to {path}"
+
+
+def samples_note(step: int, path: Path) -> str:
+    return f"step {step}: sample grid written to {path}"

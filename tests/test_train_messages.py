@@ -1,0 +1,37 @@
+"""What a training run tells its user (derain_cli.train.messages): wording, estimates, warning."""
+
+from __future__ import annotations
+
+import torch
+from _trainkit import tiny_config
+
+from derain_cli.train.messages import LONG_RUN_S, first_step_estimate, format_duration, run_summary
+
+
+def test_summary_names_device_batch_steps_and_the_supervised_phase() -> None:
+    config = tiny_config(steps=100).with_overrides(
+        {"losses.use_synthetic": True, "losses.synthetic_only_steps": 60}
+    )
+    text = run_summary(config, torch.device("cpu"), torch.float32, 0, 100)
+    assert text.startswith("training on cpu (float32), batch 2 x 32 px, steps 1-100")
+    assert "alone to step 60" in text and "then every NLCL term" in text
+    resumed = run_summary(config, torch.device("cpu"), torch.bfloat16, 70, 100)
+    assert "steps 71-100" in resumed and "alone" not in resumed and "bfloat16" in resumed
+
+
+def test_a_run_longer_than_a_day_is_warned_about_once_with_what_to_change() -> None:
+    line, warning = first_step_estimate(2.0, 1000, torch.device("cpu"))
+    assert line.endswith("about 33 min") and warning is None
+    line, warning = first_step_estimate(60.0, 400_000, torch.device("cpu"))
+    assert "277.8 days" in line
+    assert warning is not None and "277.8 days on cpu" in warning and "--crop" in warning
+    assert first_step_estimate(LONG_RUN_S / 10, 10, torch.device("cpu"))[1] is None
+
+
+def test_durations_read_like_estimates() -> None:
+    assert [format_duration(s) for s in (5, 125, 3 * 3600 + 20 * 60, 3 * 86400)] == [
+        "5 s",
+        "2 min",
+        "3 h 20 min",
+        "3.0 days",
+    ]
