@@ -35,6 +35,7 @@ LayerContrastForm = Literal["infonce", "supcon"]
 RainL1Target = Literal["r", "o_minus_b"]
 LowfreqSpace = Literal["rgb", "chroma"]
 SyntheticStyle = Literal["drizzle", "streak", "heavy", "curtain", "storm", "mixed"]
+SyntheticLoss = Literal["l1", "relative_l1"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ class LossConfig:
     # pairs that differ by rain alone: never darker than the clean crop, the same camera noise and
     # JPEG on both (synth.render_pair); what an output = "subtract_rain" G_B can learn exactly
     synthetic_rain_only: bool = False
+    # "relative_l1": each crop's L1 divided by its rain's (losses/supervision.py)
+    synthetic_loss: SyntheticLoss = "l1"
     # the first N steps train the synthetic term alone (the NLCL terms and D start at step N): the
     # supervised part is about 4x cheaper a step on a CPU and does the early work
     synthetic_only_steps: int = 0

@@ -11,6 +11,7 @@ from torch import nn
 
 from derain_cli.config import LossConfig, ModelConfig, SamplerConfig
 from derain_cli.losses import NLCLObjective
+from derain_cli.losses.supervision import RELATIVE_EPS, synthetic_supervision_loss
 from derain_cli.sampling import block_match, grid_shape
 
 TINY_MODEL = ModelConfig(
@@ -341,3 +342,30 @@ def test_synthetic_supervision_is_weighted_reaches_only_g_b_and_needs_the_crops(
     assert set(others) == set(plain) - {"total"}
     with pytest.raises(ValueError, match="use_synthetic needs the rendered crops"):
         obj.generator_losses(o, clean, b, r)
+
+
+def test_relative_synthetic_loss_counts_every_crop_alike() -> None:
+    """Each crop's L1 over its rain's L1: 1 for returning the input whatever the amount of rain,
+    so a crop of sparse streaks weighs as much as one under a veil."""
+    clean = torch.zeros(2, 3, 8, 8)
+    rainy = clean.clone()
+    rainy[0] += 0.5  # a veil: every pixel wrong by 0.5
+    rainy[1, :, :, 0] = 1.0  # one thin streak: an eighth of the pixels wrong by 1
+    plain = synthetic_supervision_loss(rainy, clean)  # the identity's score
+    assert plain.item() == pytest.approx((0.5 + 1.0 / 8) / 2)
+    relative = synthetic_supervision_loss(rainy, clean, rainy, form="relative_l1")
+    per_crop = [0.5 / (0.5 + RELATIVE_EPS), 0.125 / (0.125 + RELATIVE_EPS)]
+    assert relative.item() == pytest.approx(sum(per_crop) / 2)
+    assert synthetic_supervision_loss(clean, clean, rainy, form="relative_l1").item() == 0.0
+    with pytest.raises(ValueError, match="needs the rendered crops"):
+        synthetic_supervision_loss(rainy, clean, form="relative_l1")
+    with pytest.raises(ValueError, match="choose l1 or relative_l1"):
+        synthetic_supervision_loss(rainy, clean, rainy, form="l2")
+    obj = _objective(use_synthetic=True, synthetic_loss="relative_l1")
+    o, target = _batch()
+    rendered = (target + 0.3).clamp(-1, 1)
+    b, r = obj.forward_generators(o)
+    terms = obj.generator_losses(o, target, b, r, torch.Generator().manual_seed(0),
+                                 synthetic=rendered)  # fmt: skip
+    expected = synthetic_supervision_loss(obj.g_b(rendered), target, rendered, form="relative_l1")
+    torch.testing.assert_close(terms["synthetic"], expected)

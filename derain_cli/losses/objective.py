@@ -225,7 +225,9 @@ class NLCLObjective(nn.Module):
         if lc.use_synthetic:
             if synthetic is None:
                 raise ValueError("losses.use_synthetic needs the rendered crops (synthetic=...)")
-            terms["synthetic"] = synthetic_supervision_loss(self.g_b(synthetic), clean)
+            terms["synthetic"] = synthetic_supervision_loss(
+                self.g_b(synthetic), clean, synthetic, form=lc.synthetic_loss
+            )
             weights["synthetic"] = lc.synthetic_weight
         total = sum((weights[k] * v for k, v in terms.items()), self._zero(self.g_b))
         terms["total"] = total
