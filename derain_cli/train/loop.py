@@ -50,6 +50,7 @@ from derain_cli.train.checkpoint import (
 )
 from derain_cli.train.distributed import DistContext
 from derain_cli.train.ema import ModelEMA
+from derain_cli.train.memory import check_step_memory
 from derain_cli.train.plots import GRID_COLUMNS, loss_curves, sample_grid, save_png
 from derain_cli.train.step import StepParts, train_step
 
@@ -243,6 +244,8 @@ def train(
     d_opt = torch.optim.Adam(d_params, lr=tc.lr, betas=tc.betas)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     g_b = _background_generator(objective)
+    check_step_memory([objective.g_b, objective.g_r, objective.d], tc.crop, local_batch, dtype,
+                      device)  # fmt: skip
     ema = ModelEMA(g_b, tc.ema_decay) if tc.ema_decay > 0 else None
 
     data_digest = _data_digest(folders)  # the folders are fixed for the run: hash them once
