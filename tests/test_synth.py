@@ -97,6 +97,17 @@ def test_mixed_draws_several_styles() -> None:
     assert len(drawn) >= 4 and drawn <= set(RENDER_STYLES)
 
 
+def test_streaks_run_at_every_angle_most_of_them_near_vertical() -> None:
+    """A renderer of near-vertical rain only trains a model that leaves slanted and sideways
+    streaks in place (wind, tilted or rotated cameras, other renderers' angle conventions)."""
+    rng = np.random.default_rng(5)
+    angles = np.array([sample_recipe(rng, "streak").layers[0].angle for _ in range(600)])
+    sideways = np.abs(angles) > 55.0
+    assert 0.05 < sideways.mean() < 0.3
+    assert (angles > 55.0).any() and (angles < -55.0).any()
+    assert (np.abs(angles) < 30.0).mean() > 0.5
+
+
 def test_scale_multiplies_the_sizes() -> None:
     one = sample_recipe(np.random.default_rng(7), "streak", 1.0)
     two = sample_recipe(np.random.default_rng(7), "streak", 2.0)

@@ -91,9 +91,18 @@ def _log_u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
+#: How often the wind angle is drawn within each limit (degrees from vertical). Streaks in a
+#: photograph run at any angle: wind, a panning or tilted camera, a picture taken in portrait and
+#: stored without its orientation, or rain rendered by tools with another angle convention. A model
+#: that has only seen near-vertical streaks leaves the others in place, so a third of the pictures
+#: get an angle from the whole half-circle.
+WIND_LIMITS = ((30.0, 0.45), (60.0, 0.2), (90.0, 0.35))
+
+
 def _wind(rng: np.random.Generator) -> float:
-    """The storm's main angle: mostly near vertical, sometimes strongly slanted."""
-    limit = 60.0 if rng.random() < 0.15 else 30.0
+    """The picture's main streak angle: often near vertical, sometimes slanted, at times any."""
+    limits, weights = zip(*WIND_LIMITS, strict=True)
+    limit = limits[int(rng.choice(len(limits), p=np.array(weights) / sum(weights)))]
     return _u(rng, -limit, limit)
 
 
