@@ -72,7 +72,7 @@ def test_cli_run_exports_weights_that_derain_loads(data: Path, tmp_path: Path) -
     # What the user is told, before the first step and as files appear.
     said = result.output
     assert "training on cpu (float32), batch 2 x 32 px, steps 1-4" in said
-    assert "first step took" in said and "3 more steps: about" in said
+    assert "first step took" in said and "the next" in said and "2 more steps: about" in said
     assert f"step 2: checkpoint written to {out / 'checkpoint.pt'}" in said
     assert f"step 2: sample grid written to {out / 'samples' / 'step-0000002.png'}" in said
     assert "warning" not in said

@@ -20,12 +20,16 @@ def test_summary_names_device_batch_steps_and_the_supervised_phase() -> None:
 
 
 def test_a_run_longer_than_a_day_is_warned_about_once_with_what_to_change() -> None:
-    line, warning = first_step_estimate(2.0, 1000, torch.device("cpu"))
-    assert line.endswith("about 33 min") and warning is None
-    line, warning = first_step_estimate(60.0, 400_000, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    line, warning = first_step_estimate(9.0, 2.0, 1000, cpu)
+    assert "first step took 9.0 s" in line and "the next 2.00 s" in line
+    assert line.endswith("about 33 min") and warning is None  # from the second step, not the first
+    line, warning = first_step_estimate(70.0, 60.0, 400_000, cpu)
     assert "277.8 days" in line
     assert warning is not None and "277.8 days on cpu" in warning and "--crop" in warning
-    assert first_step_estimate(LONG_RUN_S / 10, 10, torch.device("cpu"))[1] is None
+    assert first_step_estimate(1.0, LONG_RUN_S / 10, 10, cpu)[1] is None
+    line, _ = first_step_estimate(1.0, 0.5, 100, cpu, slower_from=80)
+    assert "or more (the steps from 80 on" in line
 
 
 def test_durations_read_like_estimates() -> None:

@@ -354,6 +354,7 @@ def train(
         report.start(start, total)
         report.note(messages.run_summary(config, device, dtype, start, total))
     began = time.perf_counter()
+    first_s = 0.0  # the first step's time, start-up included (messages.first_step_estimate)
     with _StopOnSignal() as stop:
         for batch in loader:
             o, clean = (_to_device(x, device, channels_last) for x in batch[:2])
@@ -390,11 +391,22 @@ def train(
             due_checkpoint = step % tc.checkpoint_every == 0 or step == total
             due_sample = tc.sample_every > 0 and (step % tc.sample_every == 0 or step == total)
             due_log = step % tc.log_every == 0 or due_checkpoint or due_sample
-            if step == start + 1 and step < total and report is not None:
-                seconds = time.perf_counter() - began
-                for line in messages.first_step_estimate(seconds, total - step, device):
-                    if line is not None:
-                        report.note(line)
+            if report is not None and step < total and step - start <= 2:
+                now = time.perf_counter()
+                if step == start + 1:
+                    first_s, began = now - began, now
+                else:
+                    supervised_to = config.losses.synthetic_only_steps
+                    lines = messages.first_step_estimate(
+                        first_s,
+                        now - began,
+                        total - step,
+                        device,
+                        slower_from=supervised_to + 1 if step < supervised_to < total else None,
+                    )
+                    for line in lines:
+                        if line is not None:
+                            report.note(line)
             if not (due_log or (stop.requested and not ctx.active)):
                 continue
             values, stop_all = meter.flush(ctx, stop.requested)

@@ -48,14 +48,26 @@ def format_duration(seconds: float) -> str:
 
 
 def first_step_estimate(
-    seconds: float, steps_left: int, device: torch.device
+    first_s: float,
+    second_s: float,
+    steps_left: int,
+    device: torch.device,
+    *,
+    slower_from: int | None = None,
 ) -> tuple[str, str | None]:
-    """After the first step: the estimate line, and a warning when it runs past a day."""
-    estimate = seconds * steps_left
+    """After the second step: the estimate line, and a warning when it runs past a day.
+
+    The first step pays for start-up (loader workers, the first batches, allocator warm-up), so
+    the estimate uses the second. ``slower_from``: the first step of a slower phase still to come
+    (the NLCL terms after a supervised-only phase); the estimate then says it is a lower bound.
+    """
+    estimate = second_s * steps_left
     line = (
-        f"first step took {seconds:.1f} s on {device} (start-up included); "
-        f"{steps_left} more steps: about {format_duration(estimate)}"
+        f"first step took {first_s:.1f} s on {device} (start-up included), the next "
+        f"{second_s:.2f} s; {steps_left} more steps: about {format_duration(estimate)}"
     )
+    if slower_from is not None:
+        line += f" or more (the steps from {slower_from} on, with every NLCL term, are slower)"
     if estimate <= LONG_RUN_S:
         return line, None
     warning = (
