@@ -39,12 +39,13 @@ def _run(tmp: Path) -> Path:
     return run
 
 
-def _eval(tmp: Path, psnr: float, ssim: float) -> Path:
+def _eval(tmp: Path, psnr: float, ssim: float, niqe: float = 4.0, authors: float = 19.0) -> Path:
     rows = [
-        {"method": "input", "set": "all", "count": 24, "psnr": 21.0, "ssim": 0.66},
-        {"method": "G_B", "set": "all", "count": 24, "psnr": psnr, "ssim": ssim},
+        {"method": "input", "set": "all", "count": 24, "psnr": 21.0, "ssim": 0.66, "niqe": 4.2},
+        {"method": "G_B", "set": "all", "count": 24, "psnr": psnr, "ssim": ssim, "niqe": niqe},
+        {"method": "authors", "set": "all", "count": 24, "psnr": authors, "ssim": 0.6, "niqe": 4.5},
     ]
-    path = tmp / f"eval-{psnr}-{ssim}.json"
+    path = tmp / f"eval-{psnr}-{ssim}-{niqe}-{authors}.json"
     path.write_text(json.dumps({"summary": rows}))
     return path
 
@@ -67,6 +68,20 @@ def test_weights_below_the_input_are_refused_and_nothing_written(tmp_path: Path)
     folder = _weights_dir(tmp_path)
     bench = _eval(tmp_path, psnr=22.0, ssim=0.65)  # better PSNR, worse SSIM
     assert _tool().main(_args(_run(tmp_path), bench, folder)) == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["registry.json"]
+
+
+@pytest.mark.parametrize(
+    ("niqe", "authors", "reason"),
+    [(4.3, 19.0, "does not lower NIQE"), (4.0, 23.5, "below authors on bench-dev (psnr)")],
+)
+def test_weights_that_fail_real_rain_or_lose_to_the_authors_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], niqe: float, authors: float, reason: str
+) -> None:
+    folder = _weights_dir(tmp_path)
+    bench = _eval(tmp_path, psnr=23.0, ssim=0.70, niqe=niqe, authors=authors)
+    assert _tool().main(_args(_run(tmp_path), bench, folder)) == 1
+    assert reason in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == ["registry.json"]
 
 

@@ -6,11 +6,13 @@
 
 ``--bench``: ``derain eval --json`` on bench-dev with rows for the input, the run's
 ``G_B.safetensors`` and the authors' checkpoint; ``--real``: the same on real rain (NIQE only).
-Refuses weights below the rainy input on bench-dev (Y-PSNR or SSIM), a bench-dev evaluation of
-fewer than 24 pairs, and files of 20 MB or more. Writes ``weights/NAME.safetensors`` (+ sha256
-sidecar, metadata: evaluation, training command, data, machine, wall time, licence),
-``weights/NAME-rain.safetensors`` (G_R, for ``derain inspect-patches``), the registry entry
-(``default`` alias with ``--default``), then loads it by name to prove it works.
+Refuses weights below the rainy input or another model of the same evaluation (the authors'
+checkpoint) on bench-dev (Y-PSNR or SSIM), weights that do not lower the input's mean NIQE on
+real rain, a bench-dev evaluation of fewer than 24 pairs, and files of 20 MB or more. Writes
+``weights/NAME.safetensors`` (+ sha256 sidecar, metadata: evaluation, training command, data,
+machine, wall time, licence), ``weights/NAME-rain.safetensors`` (G_R, for
+``derain inspect-patches``), the registry entry (``default`` alias with ``--default``), then
+loads it by name to prove it works.
 
 The Hub source is recorded as ``publish`` (repo id, filename): the pinned revision only exists
 once the file is uploaded, and the registry accepts a ``hub`` source only with a 40-hex commit,
@@ -49,14 +51,32 @@ def row_for(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
 
 
 def check(bench: dict[str, Any], label: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's and the input's bench-dev rows; refuses a model below the input or below any
+    other model scored in the same run (the authors' checkpoint), on Y-PSNR or SSIM."""
     rows = summary_rows(bench)
     model, base = row_for(rows, label), row_for(rows, "input")
     if int(model.get("count", 0)) < BENCH_PAIRS:
         raise BundleError(f"bench-dev evaluation covers {model.get('count')} < {BENCH_PAIRS} pairs")
-    below = [k for k in ("psnr", "ssim") if model[k] < base[k]]
-    if below:
-        raise BundleError(f"{label} is below the rainy input on bench-dev ({', '.join(below)})")
+    for other in [base, *(r for r in rows if r["method"] not in (label, "input"))]:
+        below = [k for k in ("psnr", "ssim") if model[k] < other[k]]
+        if below:
+            raise BundleError(
+                f"{label} is below {other['method']} on bench-dev ({', '.join(below)})"
+            )
     return model, base
+
+
+def check_real(real: dict[str, Any], label: str) -> None:
+    """Refuses a model whose mean NIQE on real rain is not below the rainy input's."""
+    rows = summary_rows(real)
+    model, base = row_for(rows, label), row_for(rows, "input")
+    if model.get("niqe") is None or base.get("niqe") is None:
+        raise BundleError("the real-rain evaluation has no NIQE (run it without --no-niqe)")
+    if model["niqe"] >= base["niqe"]:
+        raise BundleError(
+            f"{label} does not lower NIQE on real rain ({model['niqe']:.3f} against the input's "
+            f"{base['niqe']:.3f})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         real = json.loads(args.real.read_text(encoding="utf-8"))
         label = args.label or "G_B"
         model, base = check(bench, label)
+        check_real(real, label)
         metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
         rows = [m for m in metrics if "event" not in m]
         wall = float(rows[-1].get("seconds", 0.0)) if rows else 0.0
