@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
 import torch
 from _trainkit import tiny_config
 
@@ -39,3 +42,24 @@ def test_durations_read_like_estimates() -> None:
         "3 h 20 min",
         "3.0 days",
     ]
+
+
+def test_eta_follows_the_current_speed_after_a_slower_phase_begins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from derain_cli.cli import train as train_cli
+
+    clock = [0.0]
+    monkeypatch.setattr(train_cli, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    progress = train_cli.RichProgress()
+    progress.interactive = False
+    monkeypatch.setattr(train_cli.err_console, "print", lambda *a, **k: None)
+    progress.start(0, 1100)
+    for step in range(50, 601, 50):  # the fast phase: 10 steps/s
+        clock[0] += 5.0
+        progress.update({"step": step})
+    assert "eta 0:00:50" in progress._line({"step": 600})
+    for step in range(650, 901, 50):  # the slow phase: 2.5 steps/s (old: a mean since the start)
+        clock[0] += 20.0
+        progress.update({"step": step})
+    assert "eta 0:01:20" in progress._line({"step": 900})  # a mean since the start: 0:00:40
