@@ -248,7 +248,10 @@ def test_pth_with_pickled_objects_is_refused(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- registry, default
 
 
-def test_no_default_weights_yet_says_how_to_get_them() -> None:
+def test_registry_without_a_default_says_how_to_get_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DERAIN_REGISTRY", str(write_registry(tmp_path, {}, None)))
     for spec in (None, "default"):
         with pytest.raises(WeightsError, match="no default weights are bundled yet") as caught:
             load_weights(spec)
