@@ -241,3 +241,59 @@ def test_automatic_tiling_follows_memory_on_the_cell_grid(monkeypatch: pytest.Mo
     picture = rgb(100, 130)
     whole = Derainer(net, device="cpu", tile=0)(picture)
     assert np.abs(derainer(picture) - whole).max() < 1e-5
+
+
+# ----------------------------------------------------------------- norm and refinement head
+
+
+def test_norm_none_is_local_and_keeps_the_key_layout() -> None:
+    """InstanceNorm normalises every channel over the whole image, so a change in one corner
+    changes the output in the opposite one; without it the output depends on its receptive field
+    alone. Both share one state-dict layout (the authors' norm has no parameters)."""
+    with_in, without = tiny(), tiny(norm="none")
+    assert with_in.state_dict().keys() == without.state_dict().keys()
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in without.modules())
+    x = image(128, 128)
+    x2 = x.clone()
+    x2[..., :8, :8] = 1.0
+    with torch.no_grad():
+        for net, far_changes in ((with_in, True), (without, False)):
+            far = (net(x2) - net(x))[..., -32:, -32:].abs().max().item()
+            assert (far > 1e-4) is far_changes
+    with pytest.raises(ValueError, match="generator norm 'batch'"):
+        tiny(norm="batch")
+
+
+@pytest.mark.parametrize(("height", "width"), [(37, 53), (5, 7), (40, 32)])
+def test_refinement_head_sees_pixels_and_keeps_the_output_rules(height: int, width: int) -> None:
+    net = tiny(output="subtract_rain", refine=6)
+    assert net.refine is not None and net.from_cells_halo == 2
+    x = image(height, width)
+    with torch.no_grad():
+        y = net(x)
+        assert y.shape == x.shape and (y <= x).all()
+        # The head reads the input pixels: a change of one pixel changes its own output even when
+        # gen's cells are held fixed.
+        cells = net.gen(net.to_cells(x))
+        x2 = x.clone()
+        x2[..., height // 2, width // 2] += 0.5
+        changed = (net.from_cells(x2, cells) - net.from_cells(x, cells)).abs().sum(1)[0]
+        assert changed[height // 2, width // 2] > 0
+        assert changed[: max(0, height // 2 - 2)].abs().sum() == 0  # radius 2 pixels
+    with pytest.raises(ValueError, match="refine width must be >= 0"):
+        tiny(refine=-1)
+
+
+@pytest.mark.parametrize("changes", [{"norm": "none"}, {"norm": "none", "refine": 6}, {"refine": 6}])
+@pytest.mark.parametrize("size", [(100, 130), (129, 67)])
+def test_tiles_are_exact_without_norms_and_with_the_head(
+    changes: dict[str, object], size: tuple[int, int]
+) -> None:
+    """No InstanceNorm: still streamed (one segment, gen's whole radius as halo), not feathered;
+    the head runs in strips with its own halo. Both give the untiled result."""
+    net = tiny(output="subtract_rain", **changes)
+    picture = rgb(*size)
+    whole = Derainer(net, device="cpu", tile=0)(picture)
+    tiled = Derainer(net, device="cpu", tile=32)
+    assert tiled.stream_plan is not None
+    assert np.abs(tiled(picture) - whole).max() < 1e-5

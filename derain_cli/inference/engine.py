@@ -27,7 +27,9 @@ Space-to-depth networks (:class:`CellNetwork`, e.g. ``nlcl-s2d``) are
 ``from_cells(x, gen(to_cells(x)))``: the lossless rearrangements run on the host and ``gen`` is
 streamed as above over the cell grid, so they tile exactly too.
 
-Networks without such a norm are tiled the classic way: overlapping tiles blended with cosine
+Space-to-depth networks without norms (``norm = "none"``) are streamed the same way: one
+segment, whose halo is ``gen``'s whole receptive radius, so their tiles are exact too. Other
+networks without such a norm are tiled the classic way: overlapping tiles blended with cosine
 feathering (``tiling.py``). See ``docs/inference.md`` for the measured agreement.
 """
 
@@ -648,7 +650,10 @@ class Derainer:
         streamed = self.cells.gen if self.cells is not None else module
         has_norms = any(needs_image_statistics(m) for m in module.modules())
         try:
-            self.stream_plan = build_stream_plan(streamed) if has_norms else None
+            # Cell networks stream even without norms: one segment whose halo is gen's whole
+            # receptive radius gives exact tiles, where feathering would blend two answers.
+            wanted = has_norms or self.cells is not None
+            self.stream_plan = build_stream_plan(streamed) if wanted else None
         except _Unsupported as exc:
             self.stream_plan, self.unsupported_reason = None, str(exc)
         self.needs_statistics = has_norms
@@ -694,7 +699,7 @@ class Derainer:
             tile = self.tile_for(height, width)
             if tile == 0:
                 return _to_image(self.module(self._device_tensor(_to_tensor(rgb))))
-            if self.needs_statistics:
+            if self.needs_statistics or (self.cells is not None and self.stream_plan):
                 return self._run_streamed(rgb, tile)
             return self._run_feathered(rgb, tile)
 
@@ -727,8 +732,31 @@ class Derainer:
             cells = self.cells.to_cells(image)
             tile = max(MIN_CELL_TILE, tile // self.cells.factor)
             out = self._stream(plan, cells.to(self.dtype), tile).float()
-            return _to_image(self.cells.from_cells(image, out))
+            return _to_image(self._from_cells_in_strips(image, out, tile * self.cells.factor))
         return _to_image(self._stream(plan, image.to(self.dtype), tile))
+
+    def _from_cells_in_strips(self, image: torch.Tensor, out: torch.Tensor, tile: int) -> torch.Tensor:
+        """``from_cells(image, out)`` over full-width strips of about ``tile**2`` pixels.
+
+        A network whose ``from_cells`` has layers of its own (``from_cells_halo`` > 0: the
+        pixels of context they read) would otherwise run them on the whole image at once. Each
+        strip is read with that halo, rounded out to whole cells, and only its core is kept.
+        """
+        assert self.cells is not None
+        halo = int(getattr(self.cells, "from_cells_halo", 0))
+        height, width = image.shape[-2:]
+        r = self.cells.factor
+        rows = max(r, (tile * tile // max(width, 1)) // r * r)
+        if not halo or rows >= height:
+            return self.cells.from_cells(image, out)
+        pieces = []
+        for y0 in range(0, height, rows):
+            y1 = min(height, y0 + rows)
+            a = max(0, y0 - halo) // r * r
+            b = min(height, -(-(y1 + halo) // r) * r)
+            piece = self.cells.from_cells(image[..., a:b, :], out[..., a // r : b // r + 1, :])
+            pieces.append(piece[..., y0 - a : y1 - a, :])
+        return torch.cat(pieces, dim=-2)
 
     def _stream(self, plan: StreamPlan, x: torch.Tensor, tile: int) -> torch.Tensor:
         """The streamed network's output for host tensor ``x`` (1, C, H, W), a host copy."""

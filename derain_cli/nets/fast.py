@@ -43,7 +43,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from derain_cli.nets.generator import Output, ResBlock, Tail, apply_output, check_output
+from derain_cli.nets.generator import (
+    Norm,
+    Output,
+    ResBlock,
+    Tail,
+    apply_output,
+    check_norm,
+    check_output,
+)
+
+
+#: Extra full-resolution planes ``gen`` hands to the refinement head (``refine > 0``) besides
+#: its coarse output: where the cells see streaks and which way they run, for the head to place
+#: them on the exact pixels.
+REFINE_GUIDES = 5
 
 
 class SpaceToDepthGenerator(nn.Module):
@@ -57,9 +71,14 @@ class SpaceToDepthGenerator(nn.Module):
         blocks: int = 12,
         factor: int = 4,
         output: Output = "direct",
+        norm: Norm = "instance",
+        refine: int = 0,
     ) -> None:
         super().__init__()
         check_output(output)
+        check_norm(norm)
+        if refine < 0:
+            raise ValueError(f"refine width must be >= 0 (0 = off), got {refine}")
         if factor < 1:
             raise ValueError(f"space-to-depth factor must be >= 1, got {factor}")
         if channels < 1 or blocks < 0 or in_channels < 1:
@@ -69,13 +88,25 @@ class SpaceToDepthGenerator(nn.Module):
             )
         self.output = output
         self.factor = factor
+        self.in_channels = in_channels
         cell = in_channels * factor * factor
+        planes = in_channels + (REFINE_GUIDES if refine else 0)  # full-resolution planes out
         self.unshuffle = nn.PixelUnshuffle(factor)
         layers: list[nn.Module] = [nn.Conv2d(cell, channels, 3, padding=1)]
-        layers += [ResBlock(channels) for _ in range(blocks)]
-        layers += [Tail(channels), nn.Conv2d(channels, cell, 3, padding=1)]
+        layers += [ResBlock(channels, norm) for _ in range(blocks)]
+        layers += [Tail(channels, norm), nn.Conv2d(channels, planes * factor**2, 3, padding=1)]
         self.gen = nn.Sequential(*layers)
         self.shuffle = nn.PixelShuffle(factor)
+        self.refine: nn.Module | None = None
+        #: Pixels of context :meth:`from_cells` reads around each output pixel (the tiling
+        #: engine runs it in strips with this halo).
+        self.from_cells_halo = 2 if refine else 0
+        if refine:
+            self.refine = nn.Sequential(
+                nn.Conv2d(in_channels + planes, refine, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(refine, in_channels, 3, padding=1),
+            )
 
     def to_cells(self, x: torch.Tensor) -> torch.Tensor:
         """Replicate-pad to whole cells (at least two per side) and unshuffle: ``gen``'s input.
@@ -93,9 +124,17 @@ class SpaceToDepthGenerator(nn.Module):
         return self.unshuffle(x)
 
     def from_cells(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The background from input ``x`` and ``gen``'s output cells ``y`` (parameter-free)."""
+        """The background from input ``x`` and ``gen``'s output cells ``y``.
+
+        Parameter-free unless ``refine`` is on; then two full-resolution 3x3 convolutions (a
+        receptive radius of 2 pixels) see the input pixels beside the coarse output planes.
+        """
         height, width = x.shape[-2:]
-        return apply_output(x, self.shuffle(y)[..., :height, :width], self.output)
+        planes = self.shuffle(y)[..., :height, :width]
+        if self.refine is None:
+            return apply_output(x, planes, self.output)
+        coarse = planes[:, : self.in_channels]
+        return apply_output(x, coarse + self.refine(torch.cat([x, planes], 1)), self.output)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_cells(x, self.gen(self.to_cells(x)))

@@ -40,6 +40,25 @@ OUTPUTS = ("direct", "subtract_rain")
 Output = Literal["direct", "subtract_rain"]
 
 
+#: What normalises the blocks' activations (hyper-parameter ``norm``). ``"instance"`` is the
+#: authors' InstanceNorm (``affine=False``: no parameters, so both choices share one key layout).
+#: ``"none"`` leaves activations unnormalised: InstanceNorm gives every channel unit variance over
+#: the image whatever its content, so a channel that detects streaks is stretched to the same
+#: strength on a crop with no streaks as on a crop full of them, and a rain map of the form
+#: ``O - relu(y)`` cannot say how much rain there is (docs/training.md). Not in the paper.
+NORMS = ("instance", "none")
+Norm = Literal["instance", "none"]
+
+
+def check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"generator norm {norm!r}: choose one of {', '.join(NORMS)}")
+
+
+def _norm(channels: int, norm: Norm) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=False) if norm == "instance" else nn.Identity()
+
+
 def check_output(output: str) -> None:
     if output not in OUTPUTS:
         raise ValueError(f"generator output {output!r}: choose one of {', '.join(OUTPUTS)}")
@@ -75,11 +94,11 @@ def apply_output(x: torch.Tensor, y: torch.Tensor, output: str) -> torch.Tensor:
 class ConvUnit(nn.Module):
     """Zero-pad, 3x3 conv, InstanceNorm, optional ReLU (the authors' ``Conv2dBlock``)."""
 
-    def __init__(self, channels: int, *, activation: bool) -> None:
+    def __init__(self, channels: int, *, activation: bool, norm: Norm = "instance") -> None:
         super().__init__()
         self.pad = nn.ZeroPad2d(1)
         self.conv = nn.Conv2d(channels, channels, kernel_size=3)
-        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.norm = _norm(channels, norm)
         self.activation: nn.Module = nn.ReLU(inplace=True) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,10 +108,11 @@ class ConvUnit(nn.Module):
 class ResBlock(nn.Module):
     """``x + IN(conv(ReLU(IN(conv(x)))))`` with keys ``model.0.conv.*`` and ``model.1.conv.*``."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: Norm = "instance") -> None:
         super().__init__()
         self.model = nn.Sequential(
-            ConvUnit(channels, activation=True), ConvUnit(channels, activation=False)
+            ConvUnit(channels, activation=True, norm=norm),
+            ConvUnit(channels, activation=False, norm=norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,11 +122,11 @@ class ResBlock(nn.Module):
 class Tail(nn.Module):
     """``conv3x3, IN, ReLU, conv3x3`` stored as ``conv.0`` and ``conv.3``."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: Norm = "instance") -> None:
         super().__init__()
         self.conv = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1),
-            nn.InstanceNorm2d(channels, affine=False),
+            _norm(channels, norm),
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
