@@ -8,6 +8,7 @@ the resident set size, sampled every 5 ms while the run lasts.
     python bench/infer_speed.py                      # CPU (and CUDA when present), 512 and 2048
     python bench/infer_speed.py --device cuda --repeats 10 --json bench.json
     python bench/infer_speed.py --device cpu --sizes 512,1024x512 --arch nlcl-resnet,nlcl-s2d
+    python bench/infer_speed.py --device cpu --sizes 1024x768 --arch nlcl-s2d --weights default
 
 On the CPU, sizes above 1024 px run once (a 2048 x 2048 image takes about half a minute per
 architecture on 2 cores); ``--cpu-max-size`` skips them entirely.
@@ -189,8 +190,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="host budget of streamed tiles before memory-mapped files (0 = always files)",
     )
+    parser.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        help="also time these weights (a file, a registered name such as 'default'); repeatable",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     return parser.parse_args(argv)
+
+
+def weights_models(specs: list[str]) -> list[tuple[str, nn.Module]]:
+    """Each ``--weights`` as it loads for ``derain`` (its architecture and hyper-parameters)."""
+    from derain_cli.weights import load_weights
+
+    found = []
+    for spec in specs:
+        loaded = load_weights(spec)
+        hparams = ", ".join(f"{k}={v}" for k, v in sorted(loaded.hparams.items()))
+        found.append((f"{spec} ({loaded.arch}: {hparams})", loaded.module))
+    return found
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -244,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             if device == "cpu" and max(height, width) > args.cpu_max_size:
                 continue
             repeats = 1 if device == "cpu" and max(height, width) > 1024 else args.repeats
-            for name, module in models(archs):
+            for name, module in models(archs) + weights_models(args.weights):
                 host = None if args.host_memory_mb is None else int(args.host_memory_mb * 2**20)
                 size = (height, width)
                 row = measure(name, module, device, precision, size, repeats, args.tile, host)

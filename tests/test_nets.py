@@ -284,7 +284,9 @@ def test_refinement_head_sees_pixels_and_keeps_the_output_rules(height: int, wid
         tiny(refine=-1)
 
 
-@pytest.mark.parametrize("changes", [{"norm": "none"}, {"norm": "none", "refine": 6}, {"refine": 6}])
+@pytest.mark.parametrize(
+    "changes", [{"norm": "none"}, {"norm": "none", "refine": 6}, {"refine": 6}]
+)
 @pytest.mark.parametrize("size", [(100, 130), (129, 67)])
 def test_tiles_are_exact_without_norms_and_with_the_head(
     changes: dict[str, object], size: tuple[int, int]

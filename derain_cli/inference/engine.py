@@ -735,7 +735,9 @@ class Derainer:
             return _to_image(self._from_cells_in_strips(image, out, tile * self.cells.factor))
         return _to_image(self._stream(plan, image.to(self.dtype), tile))
 
-    def _from_cells_in_strips(self, image: torch.Tensor, out: torch.Tensor, tile: int) -> torch.Tensor:
+    def _from_cells_in_strips(
+        self, image: torch.Tensor, out: torch.Tensor, tile: int
+    ) -> torch.Tensor:
         """``from_cells(image, out)`` over full-width strips of about ``tile**2`` pixels.
 
         A network whose ``from_cells`` has layers of its own (``from_cells_halo`` > 0: the

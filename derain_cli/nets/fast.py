@@ -53,7 +53,6 @@ from derain_cli.nets.generator import (
     check_output,
 )
 
-
 #: Extra full-resolution planes ``gen`` hands to the refinement head (``refine > 0``) besides
 #: its coarse output: where the cells see streaks and which way they run, for the head to place
 #: them on the exact pixels.
