@@ -158,6 +158,8 @@ class LossConfig:
     synthetic_rain_only: bool = False
     # "relative_l1": each crop's L1 divided by its rain's (losses/supervision.py)
     synthetic_loss: SyntheticLoss = "l1"
+    # w > 0 adds w * (1 - SSIM(G_B(S), C)): keeps the texture that L1 lets go with the rain
+    synthetic_ssim_weight: float = 0.0
     # the first N steps train the synthetic term alone (the NLCL terms and D start at step N): the
     # supervised part is about 4x cheaper a step on a CPU and does the early work
     synthetic_only_steps: int = 0
@@ -177,6 +179,7 @@ class LossConfig:
             (self.lowfreq_pool >= 1, "losses.lowfreq_pool must be >= 1"),
             (self.synthetic_scale > 0, "losses.synthetic_scale must be > 0"),
             (self.synthetic_only_steps >= 0, "losses.synthetic_only_steps must be >= 0"),
+            (self.synthetic_ssim_weight >= 0, "losses.synthetic_ssim_weight < 0"),
             (
                 self.synthetic_only_steps == 0 or self.use_synthetic,
                 "losses.synthetic_only_steps needs losses.use_synthetic = true",

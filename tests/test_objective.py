@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from derain_cli.config import LossConfig, ModelConfig, SamplerConfig
+from derain_cli.errors import UsageError
 from derain_cli.losses import NLCLObjective
-from derain_cli.losses.supervision import RELATIVE_EPS, synthetic_supervision_loss
+from derain_cli.losses.supervision import RELATIVE_EPS, ssim_map, synthetic_supervision_loss
+from derain_cli.metrics import ssim
 from derain_cli.sampling import block_match, grid_shape
 
 TINY_MODEL = ModelConfig(
@@ -369,3 +371,32 @@ def test_relative_synthetic_loss_counts_every_crop_alike() -> None:
                                  synthetic=rendered)  # fmt: skip
     expected = synthetic_supervision_loss(obj.g_b(rendered), target, rendered, form="relative_l1")
     torch.testing.assert_close(terms["synthetic"], expected)
+
+
+def test_ssim_term_matches_the_eval_metric_and_guards_texture() -> None:
+    """The synthetic term's SSIM is derain eval's SSIM (per channel, valid window), and with
+    ``ssim_weight`` a flattened texture costs more than under L1 alone."""
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 32, 40, generator=gen) * 2 - 1
+    noisy = (clean + 0.2 * torch.randn(2, 3, 32, 40, generator=gen)).clamp(-1, 1)
+    for n in range(2):
+        expected = ssim(
+            ((noisy[n].permute(1, 2, 0) + 1) / 2).double().numpy(),
+            ((clean[n].permute(1, 2, 0) + 1) / 2).double().numpy(),
+            rgb=True,
+        )
+        assert ssim_map(noisy[n : n + 1], clean[n : n + 1]).mean().item() == pytest.approx(
+            expected, abs=1e-5
+        )
+    assert ssim_map(clean, clean).mean().item() == pytest.approx(1.0, abs=1e-6)
+    flat = clean.mean(dim=(2, 3), keepdim=True).expand_as(clean)
+    l1 = synthetic_supervision_loss(flat, clean)
+    both = synthetic_supervision_loss(flat, clean, ssim_weight=0.5)
+    assert both.item() > l1.item() + 0.4  # SSIM of a flat crop against texture is near 0
+    assert synthetic_supervision_loss(clean, clean, ssim_weight=0.5).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
+    with pytest.raises(ValueError, match="at least 11 px"):
+        ssim_map(clean[..., :8, :8], clean[..., :8, :8])
+    with pytest.raises(UsageError, match="synthetic_ssim_weight < 0"):
+        LossConfig(synthetic_ssim_weight=-1.0)

@@ -226,7 +226,11 @@ class NLCLObjective(nn.Module):
             if synthetic is None:
                 raise ValueError("losses.use_synthetic needs the rendered crops (synthetic=...)")
             terms["synthetic"] = synthetic_supervision_loss(
-                self.g_b(synthetic), clean, synthetic, form=lc.synthetic_loss
+                self.g_b(synthetic),
+                clean,
+                synthetic,
+                form=lc.synthetic_loss,
+                ssim_weight=lc.synthetic_ssim_weight,
             )
             weights["synthetic"] = lc.synthetic_weight
         total = sum((weights[k] * v for k, v in terms.items()), self._zero(self.g_b))
