@@ -66,6 +66,18 @@ def check(bench: dict[str, Any], label: str) -> tuple[dict[str, Any], dict[str, 
     return model, base
 
 
+def wall_seconds(metrics: list[dict[str, Any]]) -> float:
+    """Training wall time from ``metrics.jsonl``: each process's ``seconds`` counts from its own
+    start, so a resumed run adds the last figure before every ``resume`` event to the final one."""
+    total, last = 0.0, 0.0
+    for row in metrics:
+        if row.get("event") == "resume":
+            total, last = total + last, 0.0
+        elif "event" not in row:
+            last = float(row.get("seconds", last))
+    return total + last
+
+
 def check_real(real: dict[str, Any], label: str) -> None:
     """Refuses a model whose mean NIQE on real rain is not below the rainy input's."""
     rows = summary_rows(real)
@@ -111,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         model, base = check(bench, label)
         check_real(real, label)
         metrics = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
-        rows = [m for m in metrics if "event" not in m]
-        wall = float(rows[-1].get("seconds", 0.0)) if rows else 0.0
+        wall = wall_seconds(metrics)
         meta = {
             "derain.registry_name": args.name,
             "derain.licence": args.licence,
