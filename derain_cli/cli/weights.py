@@ -1,4 +1,4 @@
-"""``derain weights list|download|convert|info``: manage the weights files the tool runs on.
+"""``derain weights list|download|convert|info|export-onnx``: the weights files the tool runs on.
 
 Human-readable output goes to stderr (rich); ``--json`` writes data to stdout. Torch and the
 weights library are imported inside the commands so that ``derain --help`` stays instant.
@@ -133,6 +133,27 @@ def convert_cmd(
             raise WeightsError(f"{dest}: the output must end in .safetensors")
         digest = convert_checkpoint(src, dest, overwrite=overwrite)
     err_console.print(f"wrote {dest} (sha256 {digest})")
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    spec: str = typer.Argument("default", help="A registered name, a weights file or hf:// spec."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
+    opset: int = typer.Option(18, "--opset", min=17, max=23, help="ONNX opset version."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+    debug: bool = DEBUG,
+) -> None:
+    """Export G_B as ONNX: RGB float32 NCHW in [0, 1] in and out, dynamic batch and size."""
+    from derain_cli.errors import UsageError
+
+    with user_errors(debug):
+        if output.exists() and not overwrite:
+            raise UsageError(f"{output}: exists already (--overwrite replaces it)")
+        from derain_cli.onnx_export import export_onnx
+        from derain_cli.weights import load_weights
+
+        done = export_onnx(load_weights(spec), output, opset=opset, overwrite=True)
+    err_console.print(f"wrote {done.path} (opset {done.opset}, {_size(done.path)})")
 
 
 @app.command("info")
