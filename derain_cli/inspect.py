@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from derain_cli.config import SamplerConfig
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, WeightsError
 from derain_cli.sampling import block_match, grid_shape, random_indices
+from derain_cli.weights_registry import load_registry
 
 DEFAULT_MAX_SIDE = 512
 ZOOM = 4  # each patch is drawn ZOOM times larger, nearest-neighbour, so pixels stay exact
@@ -303,13 +304,23 @@ def decompose(
     return image(b), (image(r) if r is not None else None)
 
 
-def rain_weights_beside(spec: str) -> Path | None:
-    """The G_R file next to a G_B file (``G_B`` -> ``G_R`` in the name), if it exists."""
+def rain_weights_beside(spec: str) -> Path | str | None:
+    """The G_R that belongs with the G_B ``spec``, if there is one: the file next to a G_B file
+    (``G_B`` -> ``G_R`` in the name), or for a registered name (``default`` included) the
+    registered ``<name>-rain`` entry (how bundled weights are named)."""
     path = Path(spec).expanduser()
-    if "G_B" not in path.name or not path.is_file():
+    if path.is_file():
+        if "G_B" not in path.name:
+            return None
+        candidate = path.with_name(path.name.replace("G_B", "G_R"))
+        return candidate if candidate.is_file() else None
+    try:
+        registry = load_registry()
+        entry = registry.lookup(spec)
+    except WeightsError:
         return None
-    candidate = path.with_name(path.name.replace("G_B", "G_R"))
-    return candidate if candidate.is_file() else None
+    rain = f"{entry.name}-rain"
+    return rain if rain in registry.entries else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ def command(
         str | None,
         typer.Option(
             metavar="SPEC",
-            help="G_R weights (default: the file beside --weights with G_B -> G_R in its name; "
-            "none found: R = O - B).",
+            help="G_R weights (default: the file beside --weights with G_B -> G_R in its name, "
+            "or NAME-rain for a registered NAME; none found: R = O - B).",
             show_default=False,
         ),
     ] = None,
