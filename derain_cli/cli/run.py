@@ -125,12 +125,22 @@ def command(
     """Derain each IN and write the results to OUT."""
     with _unexpected_errors(debug), user_errors(debug):
         from derain_cli import imaging
+        from derain_cli.atomic import atomic_write_bytes
         from derain_cli.inference.batch import plan_jobs, stream_jobs
         from derain_cli.inference.report import LineStream, ReportFile, check_report_path
+        from derain_cli.inference.shard import (
+            merge_parts,
+            part_path,
+            remove_old_parts,
+            shard_from_env,
+            take,
+        )
         from derain_cli.inference.tiling import check_tile
 
         check_tile(tile)
-        jobs = plan_jobs(
+        shard = shard_from_env()
+        quiet = quiet or shard.rank > 0  # one progress bar and summary: rank 0's
+        planned = plan_jobs(
             sources,
             output,
             recursive=recursive,
@@ -140,6 +150,7 @@ def command(
             overwrite=overwrite,
             on_skip=(lambda path, what: None) if quiet else _warn_skipped,
         )
+        jobs = take(planned, shard)  # every job, unless torchrun started several processes
         writes_stdout = any(job.output is None for job in jobs)
         if as_json and writes_stdout:
             raise UsageError("--json and -o - both want stdout; use --report FILE instead")
@@ -149,7 +160,16 @@ def command(
             limit = max_megapixels or None
 
         if report is not None:
-            check_report_path(report, jobs)
+            check_report_path(report, planned)
+        if shard.active:
+            _pick_local_gpu(device, shard.local_rank)
+            if report is not None:
+                remove_old_parts(report, shard)
+            if not jobs:  # more processes than files: nothing to do here
+                if report is not None:
+                    atomic_write_bytes(part_path(report, shard, planned), b"")
+                    merge_parts(report, shard, planned)
+                return
 
         derainer = _load_model(weights, device, precision, tile, overlap, quiet)
         results = stream_jobs(
@@ -164,14 +184,25 @@ def command(
         )
         sinks: list[LineStream | ReportFile] = [LineStream(sys.stdout, "stdout")] if as_json else []
         if report is not None:
-            sinks.append(ReportFile(report))
+            sinks.append(ReportFile(part_path(report, shard, planned) if shard.active else report))
         failed = 0
         try:
             failed = _consume(results, len(jobs), sinks=sinks, quiet=quiet, debug=debug)
         finally:
             failed += _close_sinks(sinks)
+        if report is not None and shard.active and merge_parts(report, shard, planned):
+            if not quiet:
+                err_console.print(f"derain: merged the report of {shard.world} processes: {report}")
     if failed:
         raise typer.Exit(1)
+
+
+def _pick_local_gpu(device: Device, local_rank: int) -> None:
+    """Under torchrun, ``auto``/``cuda`` mean this process's own GPU (``LOCAL_RANK``)."""
+    import torch
+
+    if device.value in ("auto", "cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
 
 
 def _load_model(

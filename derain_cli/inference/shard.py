@@ -1,0 +1,127 @@
+"""One batch over several processes: ``torchrun --nproc-per-node N -m derain_cli IN -o OUT``.
+
+torchrun (or any launcher that sets ``RANK`` and ``WORLD_SIZE``, e.g. Slurm through torchrun's
+``--nnodes``) starts N copies of the same command. Each copy plans the same jobs (the planner's
+order is deterministic: sorted paths), keeps every N-th one from its rank on, and derains and
+writes those alone, each output atomically, as a single process does. No process group is
+needed, so ranks never wait for each other: a rank that dies loses only the files it had not
+finished, and rerunning the command with ``--skip-existing`` completes the batch.
+
+``--report FILE``: each rank writes its lines to ``FILE.rank-K-of-N.RUN`` (atomically, when it
+ends); the rank that finds every part present merges them into FILE in the planned order and
+removes the parts. A missing part (a rank that died) leaves the parts where they are and FILE
+untouched. Each rank removes its own parts of earlier runs when it starts, and ``RUN`` (a
+fingerprint of the planned jobs, the number of processes and torchrun's run id) keeps a part of
+another batch or another launch from being merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from derain_cli.atomic import atomic_write_bytes
+from derain_cli.errors import UsageError
+from derain_cli.inference.plan import Job
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    run_id: str = ""  # torchrun's TORCHELASTIC_RUN_ID, when set
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def shard_from_env(env: Mapping[str, str] | None = None) -> Shard:
+    """``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` as torchrun sets them (one process if absent)."""
+    env = os.environ if env is None else env
+    values: dict[str, int] = {}
+    for key, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)):
+        raw = env.get(key, "")
+        try:
+            values[key] = int(raw) if raw.strip() else default
+        except ValueError:
+            raise UsageError(f"{key}={raw!r} in the environment is not an integer") from None
+    rank, world = values["RANK"], values["WORLD_SIZE"]
+    if world < 1 or not 0 <= rank < world:
+        raise UsageError(f"RANK={rank}, WORLD_SIZE={world} in the environment: need 0 <= RANK < "
+                         "WORLD_SIZE")  # fmt: skip
+    return Shard(rank=rank, world=world, local_rank=max(values["LOCAL_RANK"], 0),
+                 run_id=env.get("TORCHELASTIC_RUN_ID", ""))  # fmt: skip
+
+
+def take(jobs: Sequence[Job], shard: Shard) -> list[Job]:
+    """This rank's jobs: every ``world``-th from ``rank`` on, in planned order."""
+    if shard.active and any(job.input is None or job.output is None for job in jobs):
+        raise UsageError("several processes cannot share stdin or stdout: give files or folders")
+    return list(jobs[shard.rank :: shard.world])
+
+
+def fingerprint(jobs: Sequence[Job], shard: Shard) -> str:
+    """The same string in every rank of one run (same plan, same number of processes)."""
+    plan = [[str(job.input), str(job.output), job.fmt] for job in jobs]
+    text = json.dumps([plan, shard.world, shard.run_id])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def part_path(report: Path, shard: Shard, jobs: Sequence[Job]) -> Path:
+    """This rank's part of the report."""
+    name = f"{report.name}.rank-{shard.rank}-of-{shard.world}.{fingerprint(jobs, shard)}"
+    return report.with_name(name)
+
+
+def remove_old_parts(report: Path, shard: Shard) -> None:
+    """This rank's parts left by earlier runs (they would never be merged)."""
+    for old in report.parent.glob(f"{report.name}.rank-{shard.rank}-of-*"):
+        old.unlink(missing_ok=True)
+
+
+def merge_parts(report: Path, shard: Shard, jobs: Sequence[Job]) -> bool:
+    """Merge every rank's part into ``report`` in ``jobs`` order once all parts exist.
+
+    Returns whether this call merged. Exactly one rank merges (an exclusive lock file decides);
+    the parts are removed after the report is in place.
+    """
+    parts = [
+        part_path(report, Shard(rank, shard.world, run_id=shard.run_id), jobs)
+        for rank in range(shard.world)
+    ]
+    if not all(part.is_file() for part in parts):
+        return False
+    lock = report.with_name(f"{report.name}.merging")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    try:
+        order = {str(job.input): i for i, job in enumerate(jobs)}
+        lines = [
+            line
+            for part in parts
+            for line in part.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+
+        def position(line: str) -> int:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                return order.get(str(json.loads(line).get("input")), len(order))
+            return len(order)
+
+        lines.sort(key=position)  # stable: lines of one input keep their order
+        atomic_write_bytes(report, "".join(f"{line}\n" for line in lines).encode("utf-8"))
+        for part in parts:
+            part.unlink(missing_ok=True)
+    finally:
+        lock.unlink(missing_ok=True)
+    return True
