@@ -33,9 +33,10 @@ answer is to leave the picture alone. ``eps`` is 0.02 in [-1, 1] units (about 2.
 
 SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2, on [0, 1]
 images, per RGB channel, valid positions only) falls when texture or edges are taken out with the
-rain, which L1 hardly sees: an ``output = "subtract_rain"`` G_B trained with L1 alone learned to
-dim bright texture along with the streaks, so PSNR rose while SSIM fell below the input's
-(docs/training.md). The mix of an L1 and an SSIM term is the usual restoration loss (Zhao et al.,
+rain, which L1 hardly sees: an ``output = "subtract_rain"`` G_B supervised with L1 alone dimmed
+bright texture along with the streaks, so PSNR rose while SSIM fell below the input's (until
+NLCL's terms joined; docs/training.md). One probe so far; off in every shipped config.
+The mix of an L1 and an SSIM term is the usual restoration loss (Zhao et al.,
 "Loss Functions for Image Restoration with Neural Networks", 2017).
 """
 
