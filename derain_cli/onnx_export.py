@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from derain_cli.atomic import atomic_write_bytes
@@ -59,12 +58,7 @@ class _Derain(nn.Module):
         x = rainy * 2 - 1
         g = self.generator
         if isinstance(g, SpaceToDepthGenerator):
-            # to_cells without its branch: the pad is always applied (0 where the size is whole
-            # cells), so the traced graph does not depend on the example's size.
-            r = g.factor
-            height, width = x.shape[-2:]
-            padded = F.pad(x, (0, (-width) % r, 0, (-height) % r), mode="replicate")
-            b = g.from_cells(x, g.gen(g.unshuffle(padded)))
+            b = g.from_cells(x, g.gen(g.to_cells(x, always_pad=True)))
         else:
             b = g(x)
         return ((b + 1) / 2).clamp(0, 1)

@@ -107,18 +107,20 @@ class SpaceToDepthGenerator(nn.Module):
                 nn.Conv2d(refine, in_channels, 3, padding=1),
             )
 
-    def to_cells(self, x: torch.Tensor) -> torch.Tensor:
+    def to_cells(self, x: torch.Tensor, *, always_pad: bool = False) -> torch.Tensor:
         """Replicate-pad to whole cells (at least two per side) and unshuffle: ``gen``'s input.
 
         Lossless and parameter-free: the tiling engine runs it on the host, streams ``gen`` (a
         plain stack of convolutions and InstanceNorms) over the cells tile by tile with exact
-        whole-image statistics, and finishes with :meth:`from_cells`.
+        whole-image statistics, and finishes with :meth:`from_cells`. ``always_pad`` pads even
+        by 0 pixels (a copy) so that a traced graph (ONNX export) does not depend on the size.
         """
         r = self.factor
         height, width = x.shape[-2:]
-        pad_h = max(-(-height // r), 2) * r - height
-        pad_w = max(-(-width // r), 2) * r - width
-        if pad_h or pad_w:
+        # whole cells, at least two; written so that it traces (ONNX export) for sizes >= 2 r
+        pad_h = 2 * r - height if height < 2 * r else (-height) % r
+        pad_w = 2 * r - width if width < 2 * r else (-width) % r
+        if always_pad or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         return self.unshuffle(x)
 
