@@ -76,8 +76,11 @@ def fingerprint(jobs: Sequence[Job], shard: Shard) -> str:
 
 def part_path(report: Path, shard: Shard, jobs: Sequence[Job]) -> Path:
     """This rank's part of the report."""
-    name = f"{report.name}.rank-{shard.rank}-of-{shard.world}.{fingerprint(jobs, shard)}"
-    return report.with_name(name)
+    return _part(report, shard.rank, shard.world, fingerprint(jobs, shard))
+
+
+def _part(report: Path, rank: int, world: int, run: str) -> Path:
+    return report.with_name(f"{report.name}.rank-{rank}-of-{world}.{run}")
 
 
 def remove_old_parts(report: Path, shard: Shard) -> None:
@@ -92,10 +95,8 @@ def merge_parts(report: Path, shard: Shard, jobs: Sequence[Job]) -> bool:
     Returns whether this call merged. Exactly one rank merges (an exclusive lock file decides);
     the parts are removed after the report is in place.
     """
-    parts = [
-        part_path(report, Shard(rank, shard.world, run_id=shard.run_id), jobs)
-        for rank in range(shard.world)
-    ]
+    run = fingerprint(jobs, shard)
+    parts = [_part(report, rank, shard.world, run) for rank in range(shard.world)]
     if not all(part.is_file() for part in parts):
         return False
     lock = report.with_name(f"{report.name}.merging")
