@@ -1,6 +1,6 @@
 """Atomic file writes: readers see the old file or the whole new one, never a truncated one.
 
-Used for every file the tool writes (images, weights, sha256 sidecars, reports of images). The
+Used for every file the tool writes (images, videos, weights, sha256 sidecars, reports). The
 temporary file sits in the destination's folder (same file system, so ``os.replace`` is atomic),
 is named ``.NAME.XXXX.tmp`` so image globs do not pick it up, and is removed on any failure.
 ``tempfile.mkstemp`` creates files readable by the owner only; the final file gets the mode a
@@ -22,19 +22,20 @@ TEMP_GLOB = ".*.tmp"
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path | str) -> Iterator[BinaryIO]:
-    """Open a binary handle whose content replaces ``path`` only when the block ends cleanly.
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it only when the block ends cleanly.
 
-    On any exception (or KeyboardInterrupt) the temporary file is removed and ``path`` is left as
-    it was. Raises ``OSError`` like ``open``.
+    For writers that want a file name rather than a handle (FFmpeg's muxers). The temporary file
+    exists (empty) when the block starts; on any exception (or KeyboardInterrupt) it is removed and
+    ``path`` is left as it was. Raises ``OSError`` like ``open``.
     """
     path = Path(path)
     folder = path.parent
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
+        yield Path(tmp_name)
+        with open(tmp_name, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp_name, new_file_mode(path))
         os.replace(tmp_name, path)
@@ -43,6 +44,18 @@ def atomic_open(path: Path | str) -> Iterator[BinaryIO]:
             os.unlink(tmp_name)
         raise
     _fsync_folder(folder)
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path | str) -> Iterator[BinaryIO]:
+    """Open a binary handle whose content replaces ``path`` only when the block ends cleanly.
+
+    On any exception (or KeyboardInterrupt) the temporary file is removed and ``path`` is left as
+    it was. Raises ``OSError`` like ``open``.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        yield handle
+        handle.flush()
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

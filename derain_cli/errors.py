@@ -30,3 +30,7 @@ class ImageError(DerainError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class VideoError(ImageError):
+    """One input or output video cannot be read, decoded, encoded or written (exit 1)."""

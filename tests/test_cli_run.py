@@ -260,7 +260,7 @@ def test_json_lines_and_report(tmp_path: Path, weights_file: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["{tmp}/empty", "-o", "{tmp}/out"], "no images found"),
+        (["{tmp}/empty", "-o", "{tmp}/out"], "no images or videos found"),
         (["{tmp}/in", "-o", "{tmp}/file.txt"], "output folder is a file"),
         (["{tmp}/in"], "-o OUT"),
         (["{tmp}/nothing-here.jpg", "-o", "{tmp}/x.jpg"], "no such file"),

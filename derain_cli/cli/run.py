@@ -29,7 +29,7 @@ from derain_cli.errors import DerainError, UsageError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from derain_cli.inference.batch import Derain, Result
+    from derain_cli.inference.batch import Derain, Job, Result
     from derain_cli.inference.report import LineStream, ReportFile
 
 #: Exit status when stdout is a pipe whose reader has gone: 128 + SIGPIPE, as a shell shows it.
@@ -49,8 +49,8 @@ def command(
         list[str],
         typer.Argument(
             metavar="IN",
-            help="Image files, folders, globs ('shots/**/*.jpg'), or a lone - for stdin. "
-            "With several INs, -o must be a folder.",
+            help="Image or video files, folders, globs ('shots/**/*.jpg'), or a lone - for "
+            "stdin (an image). With several INs, -o must be a folder.",
             show_default=False,
         ),
     ],
@@ -108,6 +108,34 @@ def command(
         ),
     ] = None,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Video encoder (FFmpeg name: libx264, libx265, libvpx-vp9, ffv1...). "
+            "Default: libx264, libvpx-vp9 for .webm.",
+            show_default=False,
+        ),
+    ] = None,
+    crf: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=63,
+            metavar="N",
+            help="Video quality, lower is better: 0-51 for H.264/H.265 (default 18), "
+            "0-63 for VP9/AV1 (default 24).",
+            show_default=False,
+        ),
+    ] = None,
+    no_temporal: Annotated[
+        bool,
+        typer.Option(
+            "--no-temporal",
+            help="Videos: derain frames independently. By default each frame is blended with "
+            "the motion-compensated previous one where they agree (less flicker).",
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("-q", "--quiet", help="No progress, device line or summary.")
     ] = False,
@@ -136,8 +164,14 @@ def command(
             take,
         )
         from derain_cli.inference.tiling import check_tile
+        from derain_cli.video.formats import Encoder, check_encoder
+        from derain_cli.video.pipeline import VideoOptions
+        from derain_cli.video.temporal import TemporalSettings
 
         check_tile(tile)
+        encoder = Encoder(codec, crf)
+        check_encoder(encoder)
+        video = VideoOptions(encoder, None if no_temporal else TemporalSettings())
         shard = shard_from_env()
         quiet = quiet or shard.rank > 0  # one progress bar and summary: rank 0's
         planned = plan_jobs(
@@ -172,6 +206,7 @@ def command(
                 return
 
         derainer = _load_model(weights, device, precision, tile, overlap, quiet)
+        frames = _FrameBars()
         results = stream_jobs(
             jobs,
             derainer,
@@ -181,13 +216,22 @@ def command(
             quality=quality,
             stdin=sys.stdin.buffer if jobs[0].input is None else None,
             stdout=sys.stdout.buffer if writes_stdout else None,
+            video=video,
+            on_frame=frames.tick,
         )
         sinks: list[LineStream | ReportFile] = [LineStream(sys.stdout, "stdout")] if as_json else []
         if report is not None:
             sinks.append(ReportFile(part_path(report, shard, planned) if shard.active else report))
         failed = 0
         try:
-            failed = _consume(results, len(jobs), sinks=sinks, quiet=quiet, debug=debug)
+            failed = _consume(
+                results,
+                len(jobs),
+                sinks=sinks,
+                quiet=quiet,
+                debug=debug,
+                frames=frames if any(job.is_video for job in jobs) else None,
+            )
         finally:
             failed += _close_sinks(sinks)
         if report is not None and shard.active and merge_parts(report, shard, planned):
@@ -286,6 +330,31 @@ def _print_traceback(exc: BaseException) -> None:
     err_console.print(Traceback.from_exception(type(exc), exc, exc.__traceback__))
 
 
+class _FrameBars:
+    """One progress bar per video, in frames with ETA, once :func:`_consume` opens a display."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self._task: object = None
+        self._job: Job | None = None
+
+    def tick(self, job: Job, done: int, total: int | None) -> None:
+        progress = self.progress
+        if progress is None:
+            return
+        if job != self._job:
+            self.finish()
+            self._job = job
+            name = job.input.name if job.input is not None else job.input_label
+            self._task = progress.add_task(f"  {name}", total=total, megapixels=0.0, unit="frames")
+        progress.update(self._task, completed=done)  # type: ignore[arg-type]
+
+    def finish(self) -> None:
+        if self.progress is not None and self._task is not None:
+            self.progress.remove_task(self._task)  # type: ignore[arg-type]
+        self._task, self._job = None, None
+
+
 def _consume(
     results: Generator[Result, None, None],
     total: int,
@@ -293,18 +362,30 @@ def _consume(
     sinks: Sequence[LineStream | ReportFile],
     quiet: bool,
     debug: bool,
+    frames: _FrameBars | None = None,
 ) -> int:
     """Report each result as it arrives; return the number of failed files and sinks."""
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     sink_failures = 0
     megapixels = 0.0
+    video_frames = 0
     warned_alpha = False
     start = time.perf_counter()
-    with contextlib.closing(results), _progress(total, quiet) as progress:
-        task = progress.add_task("derain", total=total, megapixels=0.0) if progress else None
+    show = total >= 2 or frames is not None
+    with contextlib.closing(results), _progress(show, quiet) as progress:
+        task = (
+            progress.add_task("derain", total=total, megapixels=0.0, unit="files")
+            if progress
+            else None
+        )
+        if frames is not None:
+            frames.progress = progress
         for result in results:
+            if frames is not None:
+                frames.finish()
             counts[result.status] += 1
             megapixels += result.megapixels
+            video_frames += result.frames or 0
             line = json.dumps(result.record(), ensure_ascii=False)
             for sink in sinks:
                 try:
@@ -312,6 +393,10 @@ def _consume(
                 except DerainError as exc:  # raised once per sink: the images go on
                     print_error(str(exc))
                     sink_failures += 1
+            for note in result.notes if not quiet else ():
+                err_console.print(
+                    Text.assemble(("derain: warning: ", "bold yellow"), f"{result.name}: {note}")
+                )
             if result.status == "failed":
                 if debug and result.exception is not None:
                     _print_traceback(result.exception)
@@ -330,7 +415,8 @@ def _consume(
     if not quiet:
         elapsed = time.perf_counter() - start
         if counts["ok"]:
-            work = f"{megapixels:.2f} MP in {elapsed:.1f} s"
+            in_frames = f", {video_frames} video frames" if video_frames else ""
+            work = f"{megapixels:.2f} MP{in_frames} in {elapsed:.1f} s"
         else:
             work = f"no image was processed; {elapsed:.1f} s"
         summary = (
@@ -341,9 +427,9 @@ def _consume(
 
 
 @contextlib.contextmanager
-def _progress(total: int, quiet: bool) -> Iterator[Progress | None]:
-    """A rich progress bar on stderr for batches, only when stderr is a terminal."""
-    if quiet or total < 2 or not err_console.is_terminal:
+def _progress(show: bool, quiet: bool) -> Iterator[Progress | None]:
+    """Rich progress bars on stderr (files of a batch, frames of a video), only on a terminal."""
+    if quiet or not show or not err_console.is_terminal:
         yield None
         return
     from rich.progress import (
@@ -359,6 +445,8 @@ def _progress(total: int, quiet: bool) -> Iterator[Progress | None]:
     class MegapixelRate(ProgressColumn):
         def render(self, task: Task) -> Text:
             elapsed = task.elapsed or 0.0
+            if task.fields.get("unit") == "frames":
+                return Text(f"{task.completed / elapsed if elapsed > 0 else 0.0:.2f} fps")
             rate = task.fields.get("megapixels", 0.0) / elapsed if elapsed > 0 else 0.0
             return Text(f"{rate:.2f} MP/s")
 
@@ -366,7 +454,7 @@ def _progress(total: int, quiet: bool) -> Iterator[Progress | None]:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("files"),
+        TextColumn("{task.fields[unit]}"),
         MegapixelRate(),
         TimeRemainingColumn(),
         console=err_console,

@@ -6,7 +6,8 @@ image ``i + 1`` while the caller's derainer computes image ``i`` (bounded queue,
 a couple of decoded images); results are encoded and written atomically by
 :func:`derain_cli.imaging.write_image`. One :class:`Result` per job comes back, in input order; a
 file that fails never stops the batch. Nothing here is CLI code, so the library can batch-process
-too.
+too. A video job is handed whole to :func:`derain_cli.video.pipeline.derain_video`, which
+streams its frames the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -43,6 +44,9 @@ from derain_cli.inference.plan import (
     plan_jobs,
 )
 
+if TYPE_CHECKING:
+    from derain_cli.video.pipeline import VideoOptions
+
 __all__ = [
     "DEFAULT_SIBLING_SUFFIX",
     "FORMAT_CHOICES",
@@ -60,6 +64,8 @@ __all__ = [
 
 Status = Literal["ok", "skipped", "failed"]
 Derain = Callable[[np.ndarray], np.ndarray]
+#: Hears of each video frame: (job, frames done, frames expected or None).
+OnFrame = Callable[[Job, int, "int | None"], None]
 
 
 @dataclass
@@ -73,6 +79,8 @@ class Result:
     seconds: float = 0.0
     megapixels: float = 0.0
     alpha_dropped: bool = False
+    frames: int | None = None  # videos only
+    notes: list[str] = field(default_factory=list)  # warnings: what the output lost
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -81,7 +89,7 @@ class Result:
         return STDIN_NAME if self.input == STDIO else self.input
 
     def record(self) -> dict[str, object]:
-        return {
+        record: dict[str, object] = {
             "input": self.input,
             "output": self.output,
             "status": self.status,
@@ -89,6 +97,9 @@ class Result:
             "seconds": round(self.seconds, 4),
             "megapixels": round(self.megapixels, 4),
         }
+        if self.frames is not None:
+            record["frames"] = self.frames
+        return record
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,6 +159,8 @@ def stream_jobs(
     prefetch: int = 2,
     stdin: IO[bytes] | None = None,
     stdout: IO[bytes] | None = None,
+    video: VideoOptions | None = None,
+    on_frame: OnFrame | None = None,
 ) -> Generator[Result, None, None]:
     """Derain each job, yielding one :class:`Result` per job in order.
 
@@ -156,6 +169,8 @@ def stream_jobs(
     images ahead in a daemon thread; closing the generator early stops it. Per-file problems
     (unreadable input, existing output, a failing write) become ``failed`` results; anything
     else propagates, and so does a :class:`BrokenPipeError` from ``stdout`` (its reader has gone).
+    Video jobs are written with ``video`` (default :class:`~derain_cli.video.pipeline.VideoOptions`)
+    and report each frame to ``on_frame``.
     """
     if prefetch < 1:
         raise ValueError("prefetch must be >= 1")
@@ -176,6 +191,8 @@ def stream_jobs(
         settled = _existing_output(job, skip_existing=skip_existing, overwrite=overwrite)
         if settled is not None:
             return _Decoded(job, result=settled)
+        if job.is_video:  # decoded frame by frame by the video pipeline, in the caller's thread
+            return _Decoded(job)
         try:
             if job.input is None:
                 if stdin is None:
@@ -209,6 +226,16 @@ def stream_jobs(
             assert isinstance(item, _Decoded)
             if item.result is not None:
                 yield item.result
+                continue
+            if item.job.is_video:
+                yield _derain_video_job(
+                    item.job,
+                    derain,
+                    video,
+                    on_frame,
+                    skip_existing=skip_existing,
+                    overwrite=overwrite,
+                )
                 continue
             yield _compute_and_write(
                 item,
@@ -264,4 +291,37 @@ def _compute_and_write(
         seconds=item.seconds + time.perf_counter() - start,
         megapixels=megapixels,
         alpha_dropped=picture.alpha is not None and not SUPPORTED_FORMATS[job.fmt].alpha,
+    )
+
+
+def _derain_video_job(
+    job: Job,
+    derain: Derain,
+    options: VideoOptions | None,
+    on_frame: OnFrame | None,
+    *,
+    skip_existing: bool,
+    overwrite: bool,
+) -> Result:
+    from derain_cli.video.pipeline import derain_video
+
+    assert job.input is not None and job.output is not None
+    start = time.perf_counter()
+    settled = _existing_output(job, skip_existing=skip_existing, overwrite=overwrite)
+    if settled is not None:
+        return settled
+    tick = None if on_frame is None else (lambda done, total: on_frame(job, done, total))
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        summary = derain_video(job.input, job.output, derain, options, on_frame=tick)
+    except Exception as exc:  # one bad file must not stop the batch
+        return _failure(job, exc, time.perf_counter() - start)
+    return Result(
+        job.input_label,
+        job.output_label,
+        "ok",
+        seconds=summary.seconds,
+        megapixels=summary.megapixels,
+        frames=summary.frames,
+        notes=summary.notes,
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from derain_cli.errors import UsageError
 from derain_cli.imaging import SUPPORTED_FORMATS
+from derain_cli.video.formats import VIDEO_SUFFIXES, container_for, is_video_name
 
 #: ``--format`` choice -> the suffix it gets when the input's own suffix does not fit.
 FORMAT_SUFFIXES: dict[str, str] = {key: spec.suffixes[0] for key, spec in SUPPORTED_FORMATS.items()}
@@ -31,6 +32,8 @@ INPUT_SUFFIXES: frozenset[str] = frozenset(
     {*WRITABLE_SUFFIXES, ".jpe", ".jfif", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
 )
 FORMAT_CHOICES: tuple[str, ...] = ("auto", *SUPPORTED_FORMATS)
+#: ``Job.fmt`` of a video: it keeps its container (``--format`` is for images).
+VIDEO = "video"
 STDIO = "-"
 #: Suffix for a single file written next to its input when ``-o`` is left out.
 DEFAULT_SIBLING_SUFFIX = "-derained"
@@ -49,7 +52,11 @@ class Job:
 
     input: Path | None
     output: Path | None
-    fmt: str  # a key of imaging.SUPPORTED_FORMATS
+    fmt: str  # a key of imaging.SUPPORTED_FORMATS, or VIDEO
+
+    @property
+    def is_video(self) -> bool:
+        return self.fmt == VIDEO
 
     @property
     def input_label(self) -> str:
@@ -171,13 +178,13 @@ def _expand_source(
         if not pairs:
             what = "folder tree" if recursive else "folder (use --recursive for subfolders)"
             hint = _skipped_output_hint(Path(source), out_dir)
-            raise UsageError(f"{source}: no images found in this {what}{hint}")
+            raise UsageError(f"{source}: no images or videos found in this {what}{hint}")
         base = out_dir / _folder_name(source) if nest else out_dir
     else:
         pairs = _expand_glob(source, out_dir, on_skip)
         if not pairs:
             hint = _skipped_output_hint(_glob_root(source), out_dir)
-            raise UsageError(f"{source}: no images match this pattern{hint}")
+            raise UsageError(f"{source}: no images or videos match this pattern{hint}")
         base = out_dir
     return [_mirrored_job(path, rel, base, suffix, fmt) for path, rel in pairs]
 
@@ -252,11 +259,28 @@ def _file_job(path: Path, output: str | None, suffix: str, fmt: str) -> Job:
         sibling_suffix = suffix or DEFAULT_SIBLING_SUFFIX
         return _mirrored_job(path, Path(path.name), path.parent, sibling_suffix, fmt)
     if output == STDIO:
+        if is_video_name(path):
+            raise UsageError(f"{path}: a video cannot be written to stdout; give -o a file name")
         return Job(path, None, "png" if fmt == "auto" else fmt)
     if _looks_like_folder(output):
         out_dir = _existing_folder_or_new(output)
         return _mirrored_job(path, Path(path.name), out_dir, suffix, fmt)
+    if is_video_name(path) or is_video_name(output):
+        return _video_file_job(path, Path(output), fmt)
     return Job(path, Path(output), _format_for_file(Path(output), fmt))
+
+
+def _video_file_job(path: Path, dest: Path, fmt: str) -> Job:
+    """A video goes to a video name (any container we write); an image never does."""
+    if not is_video_name(path):
+        raise UsageError(f"{dest}: is a video name, but {path} is not a video")
+    if not is_video_name(dest):
+        known = ", ".join(sorted(VIDEO_SUFFIXES))
+        raise UsageError(f"{dest}: {path} is a video; name the output {known}")
+    if fmt != "auto":
+        raise UsageError(f"--format {fmt} is for images; {path} is a video (it keeps a container)")
+    container_for(dest)
+    return Job(path, dest, VIDEO)
 
 
 def _looks_like_folder(output: str) -> bool:
@@ -294,8 +318,11 @@ def _existing_folder_or_new(output: str) -> Path:
     return out_dir
 
 
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in INPUT_SUFFIXES
+def _is_input_name(name: str) -> bool:
+    """An image or a video name (hidden files excluded)."""
+    if name.startswith("."):
+        return False
+    return Path(name).suffix.lower() in INPUT_SUFFIXES or is_video_name(name)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -337,7 +364,7 @@ def _walk_folder(
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in sorted(filenames):
             path = here / name
-            if _is_image_name(name) and _regular_or_report(path, on_skip):
+            if _is_input_name(name) and _regular_or_report(path, on_skip):
                 found.append((path, path.relative_to(root)))
     return sorted(found, key=lambda pair: pair[1].as_posix())
 
@@ -390,7 +417,7 @@ def _expand_glob(pattern: str, exclude: Path, on_skip: OnSkip) -> list[tuple[Pat
     found: list[tuple[Path, Path]] = []
     for match in glob.glob(pattern, recursive=True):
         path = Path(match)
-        if not (_is_image_name(path.name) and _regular_or_report(path, on_skip)):
+        if not (_is_input_name(path.name) and _regular_or_report(path, on_skip)):
             continue
         if nested is not None and _inside(path, nested):
             continue
@@ -400,6 +427,8 @@ def _expand_glob(pattern: str, exclude: Path, on_skip: OnSkip) -> list[tuple[Pat
 
 def _mirrored_job(path: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -> Job:
     in_suffix = path.suffix
+    if is_video_name(path):  # a video keeps its container; --format is for images
+        return Job(path, out_dir / rel.parent / f"{path.stem}{suffix}{in_suffix}", VIDEO)
     kept = WRITABLE_SUFFIXES.get(in_suffix.lower())
     if fmt == "auto":
         out_fmt = kept or "png"
