@@ -60,12 +60,31 @@ def make_video(
     pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write ``frames`` frames of :func:`scene` (H x W = ``size``) and a 440 Hz tone as long."""
-    import av
-
     height, width = size
     rng = np.random.default_rng(rain_seed) if rain_seed is not None else None
+    pictures = [scene(height, width, index, rng) for index in range(frames)]
+    return write_video(
+        path, pictures, fps=fps, audio=audio, rotation=rotation, codec=codec, pix_fmt=pix_fmt
+    )
+
+
+def write_video(
+    path: Path,
+    pictures: list[np.ndarray],
+    *,
+    fps: int = 12,
+    audio: bool = True,
+    rotation: int = 0,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Encode float RGB ``pictures`` (H, W, 3) in [0, 1], with a tone as long if ``audio``."""
+    import av
+
+    height, width = pictures[0].shape[:2]
     with av.open(str(path), "w") as out:
-        video = out.add_stream(codec, rate=fps)
+        video = out.add_stream(codec, rate=fps, options=options or {})
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
         if rotation:
             video.set_display_rotation(rotation)
@@ -73,8 +92,8 @@ def make_video(
         if audio:
             sound = out.add_stream("aac", rate=16000)
             sound.layout = "mono"
-        for index in range(frames):
-            rgb = (scene(height, width, index, rng) * 255 + 0.5).astype(np.uint8)
+        for index, picture in enumerate(pictures):
+            rgb = (np.clip(picture, 0, 1) * 255 + 0.5).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = index
             frame.time_base = Fraction(1, fps)
@@ -83,7 +102,7 @@ def make_video(
         for packet in video.encode(None):
             out.mux(packet)
         if sound is not None:
-            total = 16000 * frames // fps
+            total = 16000 * len(pictures) // fps
             t = np.arange(total, dtype=np.float32) / 16000
             tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
             for start in range(0, total, 1024):

@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 #: Defaults of :class:`TemporalFilter` (and of ``derain --temporal``).
-DEFAULT_STRENGTH = 0.6
-DEFAULT_TOLERANCE = 0.03
+DEFAULT_STRENGTH = 0.7
+DEFAULT_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,259 @@
+"""Video in, video out: what survives (frames, times, audio, rotation), errors, atomicity, CLI.
+
+Videos are generated here (tests/videos.py): a few dozen tiny frames with an AAC tone. The model
+is the bundled default where quality matters and an identity or a scaling where only the
+plumbing is under test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner, Result
+from videos import make_video, probe  # tests/videos.py
+
+from derain_cli.cli.app import app
+from derain_cli.errors import UsageError, VideoError
+from derain_cli.inference.plan import VIDEO, plan_jobs
+from derain_cli.video.formats import Encoder, check_encoder
+from derain_cli.video.pipeline import VideoOptions, derain_video
+from derain_cli.video.temporal import TemporalSettings
+
+LOSSLESS = VideoOptions(Encoder(crf=0), temporal=None)
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(app, ["run", *args])
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+# ------------------------------------------------------------------------------ what survives
+
+
+def test_frames_timestamps_audio_and_rotation_survive(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "clip.mp4", frames=20, rotation=90)
+    seen: list[tuple[int, ...]] = []
+
+    def record(rgb: np.ndarray) -> np.ndarray:
+        seen.append(rgb.shape)
+        return rgb * 0.9
+
+    summary = derain_video(src, tmp_path / "out.mp4", record)
+    before, after = probe(src), probe(tmp_path / "out.mp4")
+    assert summary.frames == after.frames == before.frames == 20
+    assert after.pts == before.pts and after.time_base == before.time_base
+    assert after.duration == pytest.approx(before.duration)
+    assert (after.width, after.height, after.pix_fmt) == (before.width, before.height, "yuv420p")
+    assert after.rotation == before.rotation == 90
+    assert after.audio_samples == before.audio_samples > 0
+    assert after.audio_rate == before.audio_rate
+    # The model sees the picture upright: 64 x 48 stored, turned a quarter to 48 wide, 64 tall.
+    assert set(seen) == {(64, 48, 3)}
+
+
+def test_identity_round_trip_keeps_the_picture(tmp_path: Path) -> None:
+    """YUV -> RGB -> YUV with the same colour tags: no colour shift, no geometry change."""
+    src = make_video(tmp_path / "clip.mkv", frames=6, rotation=-90, audio=False)
+    derain_video(src, tmp_path / "out.mkv", lambda rgb: rgb, LOSSLESS)
+    for a, b in zip(decoded_frames(src), decoded_frames(tmp_path / "out.mkv"), strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.5
+
+
+def test_ten_bit_input_keeps_its_pixel_format(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "deep.mkv", frames=4, audio=False, pix_fmt="yuv420p10le")
+    derain_video(src, tmp_path / "out.mkv", lambda rgb: rgb, LOSSLESS)
+    assert probe(tmp_path / "out.mkv").pix_fmt == "yuv420p10le"
+
+
+def test_webm_gets_vp9_and_codec_option_is_used(tmp_path: Path) -> None:
+    webm = make_video(tmp_path / "clip.webm", frames=4, audio=False, codec="libvpx-vp9")
+    derain_video(webm, tmp_path / "out.webm", lambda rgb: rgb)
+    assert probe(tmp_path / "out.webm").codec == "vp9"
+    mp4 = make_video(tmp_path / "clip.mp4", frames=4, audio=False)
+    derain_video(mp4, tmp_path / "out.mp4", lambda rgb: rgb, VideoOptions(Encoder("mpeg4")))
+    assert probe(tmp_path / "out.mp4").codec == "mpeg4"
+
+
+def test_default_model_removes_rain_and_the_filter_steadies_it(
+    tmp_path: Path, shared: Path
+) -> None:
+    """The shipped model on a rainy clip of a clean photo: closer to the clean frames, and the
+    temporal filter flickers less than frame-by-frame deraining on static pixels."""
+    from videos import write_video
+
+    from derain_cli.imaging import read_image
+    from derain_cli.inference.engine import Derainer
+    from derain_cli.synth.clip import rainy_clip
+    from derain_cli.video.flicker import temporal_error
+    from derain_cli.weights import load_weights
+
+    photo = read_image(shared / "data" / "clean" / "ocv-fruits.jpg").rgb
+    clip = rainy_clip(photo, np.random.default_rng(5), frames=6, size=(96, 128), motion="object")
+    src = write_video(tmp_path / "rain.mp4", clip.rainy, audio=False, options={"crf": "0"})
+    derainer = Derainer(load_weights(None), device="cpu")
+    outputs = {}
+    for name, temporal in (("independent", None), ("temporal", TemporalSettings())):
+        out = tmp_path / f"{name}.mp4"
+        derain_video(src, out, derainer, VideoOptions(Encoder(crf=0), temporal))
+        outputs[name] = [f / 255.0 for f in decoded_frames(out)]
+    rainy = [f / 255.0 for f in decoded_frames(src)]
+
+    def error(frames: list[np.ndarray]) -> float:
+        return float(
+            np.mean([np.abs(f - c).mean() for f, c in zip(frames, clip.clean, strict=True)])
+        )
+
+    assert error(outputs["independent"]) < error(rainy)
+    assert error(outputs["temporal"]) < error(outputs["independent"])
+    steadier = temporal_error(outputs["temporal"], clip.clean)
+    assert steadier < temporal_error(outputs["independent"], clip.clean)
+
+
+# ------------------------------------------------------------------ errors and atomic output
+
+
+def test_corrupt_and_truncated_videos_are_one_line_errors(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x01 not a video" * 100)
+    good = make_video(tmp_path / "good.mp4", frames=8)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for bad in (garbage, cut):
+        with pytest.raises(VideoError) as caught:
+            derain_video(bad, tmp_path / "out.mp4", lambda rgb: rgb)
+        assert str(caught.value).startswith(f"{bad}: ") and "\n" not in str(caught.value)
+        assert not (tmp_path / "out.mp4").exists() and leftovers(tmp_path) == []
+
+
+def test_interrupt_leaves_no_partial_file_and_keeps_the_old_one(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "clip.mp4", frames=12)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"previous result")
+    calls = 0
+
+    def interrupted(rgb: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            raise KeyboardInterrupt
+        return rgb
+
+    with pytest.raises(KeyboardInterrupt):
+        derain_video(src, out, interrupted)
+    assert out.read_bytes() == b"previous result" and leftovers(tmp_path) == []
+
+
+def test_encoder_failure_leaves_nothing(tmp_path: Path) -> None:
+    """WebM cannot hold MPEG-4 Part 2: the muxer refuses, and no file is left behind."""
+    src = make_video(tmp_path / "clip.mp4", frames=4, audio=False)
+    with pytest.raises(VideoError, match="out.webm"):
+        derain_video(src, tmp_path / "out.webm", lambda rgb: rgb, VideoOptions(Encoder("mpeg4")))
+    assert not (tmp_path / "out.webm").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("encoder", "message"),
+    [
+        (Encoder("no-such-codec"), "no such video encoder"),
+        (Encoder("aac"), "audio encoder, not video"),
+        (Encoder("ffv1", crf=10), "--crf does not apply"),
+        (Encoder(crf=60), "out of range"),
+    ],
+)
+def test_nonsense_encoder_options_are_refused(encoder: Encoder, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        check_encoder(encoder)
+
+
+# ------------------------------------------------------------------------------- planning, CLI
+
+
+def test_plan_mixes_images_and_videos_and_videos_keep_their_container(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jpg", "b.MOV", "c.mkv", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    jobs = plan_jobs(str(folder), str(tmp_path / "out"), fmt="png")
+    assert [(j.output.name if j.output else None, j.fmt) for j in jobs] == [
+        ("a.png", "png"),
+        ("b.MOV", VIDEO),
+        ("c.mkv", VIDEO),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("src", "out", "fmt", "message"),
+    [
+        ("clip.mp4", "-", "auto", "cannot be written to stdout"),
+        ("clip.mp4", "clean.png", "auto", "is a video; name the output"),
+        ("photo.jpg", "clean.mp4", "auto", "is not a video"),
+        ("clip.mp4", "clean.mp4", "png", "--format png is for images"),
+    ],
+)
+def test_plan_refuses_video_nonsense(
+    tmp_path: Path, src: str, out: str, fmt: str, message: str
+) -> None:
+    (tmp_path / src).write_bytes(b"x")
+    dest = out if out == "-" else str(tmp_path / out)
+    with pytest.raises(UsageError, match=message):
+        plan_jobs(str(tmp_path / src), dest, fmt=fmt)
+
+
+def test_cli_batch_continues_past_a_bad_video(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_video(folder / "good.mp4", frames=6)
+    (folder / "bad.mp4").write_bytes(b"definitely not a video")
+    report = tmp_path / "report.jsonl"
+    result = invoke(str(folder), "-o", str(tmp_path / "out"), "--report", str(report))
+    assert result.exit_code == 1, result.output
+    assert "bad.mp4: cannot read video" in result.stderr
+    assert "1 done, 0 skipped, 1 failed" in result.stderr and "6 video frames" in result.stderr
+    records = {Path(r["input"]).name: r for r in map(json.loads, report.read_text().splitlines())}
+    assert records["good.mp4"]["status"] == "ok" and records["good.mp4"]["frames"] == 6
+    assert records["bad.mp4"]["status"] == "failed" and "frames" not in records["bad.mp4"]
+    assert probe(tmp_path / "out" / "good.mp4").frames == 6
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.mp4"]
+
+
+def test_cli_refuses_a_bad_codec_before_loading_weights(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "clip.mp4", frames=4)
+    result = invoke(str(src), "-o", str(tmp_path / "out.mp4"), "--codec", "nope",
+                    "--weights", str(tmp_path / "missing.safetensors"))  # fmt: skip
+    assert result.exit_code == 2 and "--codec 'nope'" in result.stderr
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_cli_temporal_is_on_by_default_and_no_temporal_turns_it_off(tmp_path: Path) -> None:
+    from derain_cli.inference.engine import Derainer
+    from derain_cli.weights import load_weights
+
+    src = make_video(tmp_path / "clip.mp4", frames=6, audio=False)
+    for name, extra in (("default", []), ("independent", ["--no-temporal"])):
+        result = invoke(str(src), "-o", str(tmp_path / f"{name}.mp4"), *extra)
+        assert result.exit_code == 0, result.output
+    derainer = Derainer(load_weights(None), device="cpu")
+    for name, temporal in (("lib-default", TemporalSettings()), ("lib-independent", None)):
+        options = VideoOptions(Encoder(), temporal)
+        derain_video(src, tmp_path / f"{name}.mp4", derainer, options)
+    read = {p.stem: decoded_frames(p) for p in tmp_path.glob("*.mp4") if p.stem != "clip"}
+    for name in ("default", "independent"):
+        assert all(
+            np.array_equal(a, b) for a, b in zip(read[name], read[f"lib-{name}"], strict=True)
+        )
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(read["default"], read["independent"], strict=True)
+    )
