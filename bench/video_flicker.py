@@ -12,6 +12,15 @@ rainy input and frame-by-frame deraining are the first two rows.
     python bench/video_flicker.py                                # default weights, 12 photos
     python bench/video_flicker.py --photos 4 --frames 12 --json flicker.json
     python bench/video_flicker.py --settings 0.6:0.03,0.8:0.03   # strength:tolerance pairs
+    python bench/video_flicker.py --real clip.mp4 --frames 60    # a real clip, no ground truth
+    python bench/video_flicker.py --real clean.mp4 --add-rain streak   # real motion, known truth
+
+With ``--real`` the flicker measure is the warping error
+(``derain_cli.video.flicker.warping_error``) with flows computed once, for every row alike, on
+the frame-by-frame output; quality is the Y-PSNR against the input itself (on a clip without
+rain: how much deraining changes it). With ``--add-rain STYLE`` the clip is taken as clean: rain
+of one recipe is rendered over each frame, flows come from the clean frames and Y-PSNR is
+against them: real camera and object motion with a ground truth.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +38,14 @@ import torch
 from derain_cli.imaging import read_image
 from derain_cli.inference.engine import Derainer
 from derain_cli.metrics import psnr, ssim
+from derain_cli.synth import photo_scale, render_rain, sample_recipe
 from derain_cli.synth.clip import Clip, rainy_clip
-from derain_cli.video.flicker import STATIC_TOLERANCE, temporal_error
+from derain_cli.video.flicker import (
+    STATIC_TOLERANCE,
+    reference_flows,
+    temporal_error,
+    warping_error,
+)
 from derain_cli.video.temporal import TemporalFilter, TemporalSettings
 from derain_cli.weights import load_weights
 
@@ -66,6 +82,8 @@ def main() -> None:
     parser.add_argument("--settings", default="0.4:0.03,0.6:0.03,0.8:0.03,0.6:0.015,0.6:0.06")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--real", type=Path, nargs="*", default=[], help="real clips to measure")
+    parser.add_argument("--add-rain", default=None, metavar="STYLE", help="render rain on --real")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.lower().split("x"))
@@ -74,6 +92,9 @@ def main() -> None:
         for s, t in (pair.split(":") for pair in args.settings.split(","))
     ]
     derainer = Derainer(load_weights(args.weights), device="cpu")
+    if args.real:
+        measure_real(args.real, derainer, settings, args.frames, args.add_rain)
+        return
     photos = sorted(p for p in args.clean.iterdir() if p.suffix.lower() in {".jpg", ".png"})
     photos = photos[: args.photos]
     rows: dict[str, list[tuple[float, float, float]]] = {}
@@ -118,6 +139,49 @@ def main() -> None:
     print(f"derain: {1000 * derain_seconds / max(frames_done, 1):.1f} ms/frame")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def read_frames(path: Path, limit: int) -> list[np.ndarray]:
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0)
+            if len(frames) == limit:
+                break
+    return frames
+
+
+def measure_real(
+    paths: list[Path],
+    derainer: Derainer,
+    settings: list[TemporalSettings],
+    limit: int,
+    add_rain: str | None,
+) -> None:
+    against = "clean" if add_rain else "input"
+    print(f"{'':36} {'warping err':>11} {'Y-PSNR vs ' + against:>15}")
+    for path in paths:
+        rainy = read_frames(path, limit)
+        truth = rainy
+        if add_rain is not None:
+            rng = np.random.default_rng(0)
+            size = min(rainy[0].shape[:2])
+            recipe = replace(sample_recipe(rng, add_rain, scale=photo_scale(size)), drops=0)
+            rainy = [render_rain(frame, recipe, np.random.default_rng(t)) for t, frame in
+                     enumerate(truth)]  # fmt: skip
+        derained = [derainer(frame) for frame in rainy]
+        flows = reference_flows(truth if add_rain else derained)
+        candidates = {"input": rainy, "frame by frame": derained}
+        for setting in settings:
+            smoother = TemporalFilter(setting)
+            name = f"temporal s={setting.strength:g} tau={setting.tolerance:g}"
+            candidates[name] = [smoother(frame) for frame in derained]
+        for name, frames in candidates.items():
+            change = statistics.fmean(psnr(f, r) for f, r in zip(frames, truth, strict=True))
+            label = f"{path.name}: {name}"
+            print(f"{label:36} {warping_error(frames, flows):11.5f} {change:15.2f}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from typer.testing import CliRunner, Result
-from videos import make_video, probe  # tests/videos.py
+from videos import (  # tests/videos.py
+    make_video,
+    probe,
+    subtitles_of,
+    write_with_extra_streams,
+)
 
 from derain_cli.cli.app import app
 from derain_cli.errors import UsageError, VideoError
@@ -62,6 +67,25 @@ def test_frames_timestamps_audio_and_rotation_survive(tmp_path: Path) -> None:
     assert after.audio_rate == before.audio_rate
     # The model sees the picture upright: 64 x 48 stored, turned a quarter to 48 wide, 64 tall.
     assert set(seen) == {(64, 48, 3)}
+
+
+def test_subtitles_language_and_title_survive(tmp_path: Path) -> None:
+    import av
+
+    src = write_with_extra_streams(tmp_path / "sub.mkv", subtitles=True, data=False)
+    summary = derain_video(src, tmp_path / "out.mkv", lambda rgb: rgb)
+    assert subtitles_of(tmp_path / "out.mkv") == subtitles_of(src)
+    assert [text for text, _, _ in subtitles_of(src)] == [b"rain 0", b"rain 1"]
+    assert subtitles_of(src)[0][2] == "fra" and summary.notes == []
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert container.metadata["title"] == "Rain test"
+
+
+def test_a_data_stream_is_dropped_with_a_note(tmp_path: Path) -> None:
+    src = write_with_extra_streams(tmp_path / "data.ts", subtitles=False, data=True)
+    summary = derain_video(src, tmp_path / "out.ts", lambda rgb: rgb)
+    assert summary.frames == 6
+    assert summary.notes == ["not copied to the output: data stream(s)"]
 
 
 def test_identity_round_trip_keeps_the_picture(tmp_path: Path) -> None:

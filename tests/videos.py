@@ -155,3 +155,48 @@ def probe(path: Path) -> Probe:
         duration,
         codec,
     )
+
+
+def write_with_extra_streams(path: Path, *, subtitles: bool, data: bool, frames: int = 6) -> Path:
+    """A clip with SubRip subtitles (Matroska) or a KLV data stream (MPEG-TS), and a title."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=12)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        out.metadata["title"] = "Rain test"
+        extra = None
+        if subtitles:
+            extra = out.add_mux_stream("subrip", time_base=Fraction(1, 1000))
+            extra.metadata["language"] = "fra"
+        elif data:
+            extra = out.add_data_stream("klv")
+        for index in range(frames):
+            rgb = (scene(48, 64, index) * 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 12)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if extra is not None:
+            for k, ms in enumerate((0, 200)):
+                packet = av.Packet(b"rain %d" % k)
+                packet.stream = extra
+                packet.pts = packet.dts = ms if subtitles else ms * 90
+                packet.duration = 100
+                packet.time_base = Fraction(1, 1000) if subtitles else Fraction(1, 90000)
+                out.mux(packet)
+    return path
+
+
+def subtitles_of(path: Path) -> list[tuple[bytes, int, str]]:
+    """(text, pts in ms, language) of each subtitle packet."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.subtitles:
+            return []
+        stream = container.streams.subtitles[0]
+        language = stream.metadata.get("language", "")
+        return [(bytes(p), int(p.pts), language) for p in container.demux(stream) if p.size]

@@ -40,7 +40,7 @@ def rainy_clip(
     speed: int = 2,
     style: str = "streak",
 ) -> Clip:
-    """A clip of ``frames`` (H, W) = ``size`` float32 RGB frames from ``photo`` (at least as large)."""
+    """``frames`` float32 RGB frames of (H, W) = ``size`` cut from ``photo`` (at least as large)."""
     height, width = size
     travel = speed * (frames - 1) if motion == "pan" else 0
     if photo.shape[0] < height or photo.shape[1] < width + travel:

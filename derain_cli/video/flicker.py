@@ -30,7 +30,7 @@ def _shifted(frame: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
 def temporal_error(
     frames: Sequence[np.ndarray], clean: Sequence[np.ndarray], shift: tuple[int, int] = (0, 0)
 ) -> float:
-    """Mean ``|F_t - shift(F_{t-1})|`` over pixels where the clean clip is static under ``shift``."""
+    """Mean ``|F_t - shift(F_{t-1})|`` where the clean clip is static under ``shift``."""
     if len(frames) != len(clean) or len(frames) < 2:
         raise ValueError("temporal_error needs as many frames as clean frames, at least 2")
     dy, dx = shift
@@ -80,9 +80,7 @@ def warping_error(
         raise ValueError("warping_error needs one flow per pair of consecutive frames")
     total, count = 0.0, 0
     for t, (sample_at, valid) in enumerate(flows, start=1):
-        warped = cv2.remap(
-            frames[t - 1], sample_at[..., 0], sample_at[..., 1], cv2.INTER_LINEAR
-        )
+        warped = cv2.remap(frames[t - 1], sample_at[..., 0], sample_at[..., 1], cv2.INTER_LINEAR)
         diff = np.abs(frames[t] - warped).mean(axis=2)
         total += float(diff[valid].sum())
         count += int(valid.sum())

@@ -182,4 +182,4 @@ def _encode(sink: VideoSink, target: Path, pipe: _Pipe) -> None:
 def _notes(video: VideoSource) -> list[str]:
     if not video.dropped_kinds:
         return []
-    return [f"dropped stream(s) the output cannot carry: {', '.join(video.dropped_kinds)}"]
+    return [f"not copied to the output: {', '.join(video.dropped_kinds)} stream(s)"]
