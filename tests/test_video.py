@@ -281,3 +281,22 @@ def test_cli_temporal_is_on_by_default_and_no_temporal_turns_it_off(tmp_path: Pa
     assert not all(
         np.array_equal(a, b) for a, b in zip(read["default"], read["independent"], strict=True)
     )
+
+
+def test_cli_shows_frames_with_fps_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from derain_cli.cli import run as run_cli
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, highlight=False)
+    monkeypatch.setattr(run_cli, "err_console", console)
+    src = make_video(tmp_path / "clip.mp4", frames=8, audio=False)
+    result = invoke(str(src), "-o", str(tmp_path / "out.mp4"))
+    assert result.exit_code == 0, result.output
+    shown = screen.getvalue()
+    assert "clip.mp4" in shown and "8/8" in shown and "frames" in shown and "fps" in shown

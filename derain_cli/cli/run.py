@@ -27,7 +27,7 @@ from derain_cli.cli.options import Device, DeviceOption, Precision, PrecisionOpt
 from derain_cli.errors import DerainError, UsageError
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
     from derain_cli.inference.batch import Derain, Job, Result
     from derain_cli.inference.report import LineStream, ReportFile
@@ -331,11 +331,11 @@ def _print_traceback(exc: BaseException) -> None:
 
 
 class _FrameBars:
-    """One progress bar per video, in frames with ETA, once :func:`_consume` opens a display."""
+    """One progress bar in frames (fps, ETA), re-titled for each video, once a display is open."""
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
-        self._task: object = None
+        self._task: TaskID | None = None
         self._job: Job | None = None
 
     def tick(self, job: Job, done: int, total: int | None) -> None:
@@ -343,16 +343,14 @@ class _FrameBars:
         if progress is None:
             return
         if job != self._job:
-            self.finish()
             self._job = job
-            name = job.input.name if job.input is not None else job.input_label
-            self._task = progress.add_task(f"  {name}", total=total, megapixels=0.0, unit="frames")
-        progress.update(self._task, completed=done)  # type: ignore[arg-type]
-
-    def finish(self) -> None:
-        if self.progress is not None and self._task is not None:
-            self.progress.remove_task(self._task)  # type: ignore[arg-type]
-        self._task, self._job = None, None
+            name = f"  {job.input.name if job.input is not None else job.input_label}"
+            if self._task is None:
+                self._task = progress.add_task(name, total=total, megapixels=0.0, unit="frames")
+            else:
+                progress.reset(self._task, total=total, description=name)
+        if self._task is not None:
+            progress.update(self._task, completed=done)
 
 
 def _consume(
@@ -375,14 +373,12 @@ def _consume(
     with contextlib.closing(results), _progress(show, quiet) as progress:
         task = (
             progress.add_task("derain", total=total, megapixels=0.0, unit="files")
-            if progress
+            if progress and total >= 2
             else None
         )
         if frames is not None:
             frames.progress = progress
         for result in results:
-            if frames is not None:
-                frames.finish()
             counts[result.status] += 1
             megapixels += result.megapixels
             video_frames += result.frames or 0
