@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from derain_cli.inference.engine import Derainer, resolve_device
+from derain_cli.inference.engine import Derainer
 from derain_cli.nets.generator import NLCLGenerator
 from derain_cli.nets.registry import ARCHITECTURES, build_generator
+from derain_cli.runtime import resolve_device
 
 AUTHORS = "authors' layout (NLCLGenerator 32 ch x 16 blocks)"
 

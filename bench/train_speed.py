@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from authors_sampler import time_authors  # noqa: E402
 
 from derain_cli.config import NLCLConfig  # noqa: E402
+from derain_cli.runtime import resolve_dtype  # noqa: E402
 from derain_cli.sampling import block_match, grid_shape, random_indices  # noqa: E402
-from derain_cli.train.loop import build_objective, resolve_dtype  # noqa: E402
+from derain_cli.train.loop import build_objective  # noqa: E402
 from derain_cli.train.step import StepParts, train_step  # noqa: E402
 
 AUTHORS_CALLS_PER_IMAGE = 4
@@ -69,7 +70,7 @@ def main() -> None:
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    dtype = resolve_dtype(config.train.precision, device)
+    dtype = resolve_dtype(config.train.precision, device, training=True)
     channels_last = config.train.channels_last and device.type == "cuda"
     objective = build_objective(config).to(device)
     if channels_last:

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from derain_cli import runtime
 from derain_cli.errors import DerainError, UsageError
-from derain_cli.inference import engine
-from derain_cli.inference.engine import Derainer, auto_tile, resolve_device, resolve_dtype
+from derain_cli.inference import arena, engine, stream_plan
+from derain_cli.inference.engine import Derainer, auto_tile
 from derain_cli.inference.tiling import grid_tiles, plan_tiles, strip_tiles
 from derain_cli.nets.generator import OUTPUTS, NLCLGenerator, Output
 
@@ -58,44 +59,6 @@ def synthetic_rain(height: int, width: int, seed: int = 0) -> np.ndarray:
 def small_generator(output: Output = "direct") -> NLCLGenerator:
     torch.manual_seed(0)
     return NLCLGenerator(channels=8, blocks=3, output=output)
-
-
-# --------------------------------------------------------------------------- device, dtype
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
-def test_absent_cuda_is_an_error_not_a_fallback() -> None:
-    with pytest.raises(UsageError, match="--device cuda"):
-        resolve_device("cuda")
-    with pytest.raises(UsageError, match="--device cuda"):
-        Derainer(small_generator(), device="cuda")
-
-
-def test_absent_mps_and_unknown_devices_are_errors() -> None:
-    if not engine._mps_available():
-        with pytest.raises(UsageError, match="mps"):
-            resolve_device("mps")
-    with pytest.raises(UsageError, match="unknown device"):
-        resolve_device("tpu")
-
-
-def test_auto_device_order() -> None:
-    expected = "cuda" if torch.cuda.is_available() else "mps" if engine._mps_available() else "cpu"
-    assert resolve_device("auto").type == expected
-    assert resolve_device("cpu") == torch.device("cpu")
-
-
-def test_precision_rules() -> None:
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_dtype("auto", cpu) is torch.float32
-    assert resolve_dtype("auto", cuda) is torch.bfloat16
-    assert resolve_dtype("fp16", cuda) is torch.float16
-    assert resolve_dtype("fp32", cpu) is torch.float32
-    for half in ("fp16", "bf16"):
-        with pytest.raises(UsageError, match=rf"half precision \({half}\) is not supported on CPU"):
-            resolve_dtype(half, cpu)
-    with pytest.raises(UsageError, match="unknown precision"):
-        resolve_dtype("fp8", cpu)
 
 
 def test_bad_tile_options_are_usage_errors() -> None:
@@ -290,12 +253,12 @@ def test_auto_tile_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     assert auto_tile(4000, 3000, cpu, 640) == engine.CPU_MAX_TILE  # plenty of RAM: capped
     assert auto_tile(800, 600, cpu, 640) == 0
-    monkeypatch.setattr(engine, "free_device_bytes", lambda device: 200 * 200 * 640 * 2)
+    monkeypatch.setattr(runtime, "free_device_bytes", lambda device: 200 * 200 * 640 * 2)
     assert auto_tile(800, 600, cpu, 640) == 192  # sqrt(half the memory / 640) floored to 64
     generator = small_generator()
     image = synthetic_rain(140, 150)
     derainer = Derainer(generator, device="cpu")
-    monkeypatch.setattr(engine, "free_device_bytes", lambda device: 64 * 64 * 2 * 8 * 4 * 5)
+    monkeypatch.setattr(runtime, "free_device_bytes", lambda device: 64 * 64 * 2 * 8 * 4 * 5)
     assert derainer.tile_for(140, 150) == engine.MIN_AUTO_TILE
     whole = Derainer(generator, device="cpu", tile=0)(image)
     np.testing.assert_allclose(derainer(image), whole, atol=1e-4)
@@ -417,8 +380,8 @@ def _mapped_under(folder: Path) -> list[str]:
 def spill_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "spill"
     folder.mkdir()
-    monkeypatch.setenv(engine.TMPDIR_ENV, str(folder))
-    monkeypatch.delenv(engine.HOST_MEMORY_ENV, raising=False)
+    monkeypatch.setenv(arena.TMPDIR_ENV, str(folder))
+    monkeypatch.delenv(arena.HOST_MEMORY_ENV, raising=False)
     return folder
 
 
@@ -481,20 +444,20 @@ def test_host_buffers_are_two_activations_and_the_estimate_is_exact(
     spill_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pieces write over inputs they no longer need: 2 full-size tensors, not 4."""
-    arenas: list[engine._HostArena] = []
+    arenas: list[engine.HostArena] = []
 
-    class Recorded(engine._HostArena):
-        def __enter__(self) -> engine._HostArena:
+    class Recorded(engine.HostArena):
+        def __enter__(self) -> engine.HostArena:
             arenas.append(self)
             return super().__enter__()
 
-    monkeypatch.setattr(engine, "_HostArena", Recorded)
+    monkeypatch.setattr(engine, "HostArena", Recorded)
     derainer = Derainer(small_generator(), device="cpu", tile=48)
     assert derainer.stream_plan is not None
     for budget in (2**40, 0):
         derainer.host_memory = budget
         derainer(synthetic_rain(80, 96))
-    expected = engine.host_buffer_bytes(derainer.stream_plan, 80, 96, 4)
+    expected = stream_plan.host_buffer_bytes(derainer.stream_plan, 80, 96, 4)
     assert expected == 2 * 8 * 80 * 96 * 4
     assert [a.allocated for a in arenas] == [expected, expected]
     assert [a.spill_to for a in arenas] == [None, spill_dir]
@@ -506,17 +469,17 @@ def test_default_budget_follows_available_memory_and_the_environment(
     image = synthetic_rain(80, 96)
     needed = 2 * 8 * 80 * 96 * 4
     derainer = Derainer(small_generator(), device="cpu", tile=48)
-    monkeypatch.setattr(engine, "available_host_bytes", lambda: 4 * needed)
+    monkeypatch.setattr(runtime, "available_host_bytes", lambda: 4 * needed)
     derainer(image)
     assert not derainer.spilled
-    monkeypatch.setattr(engine, "available_host_bytes", lambda: needed)  # half is too little
+    monkeypatch.setattr(runtime, "available_host_bytes", lambda: needed)  # half is too little
     derainer(image)
     assert derainer.spilled
-    monkeypatch.setenv(engine.HOST_MEMORY_ENV, "0.5")
+    monkeypatch.setenv(arena.HOST_MEMORY_ENV, "0.5")
     assert Derainer(small_generator(), device="cpu").host_memory == 2**19
     for bad in ("lots", "-1", "nan"):
-        monkeypatch.setenv(engine.HOST_MEMORY_ENV, bad)
-        with pytest.raises(UsageError, match=engine.HOST_MEMORY_ENV):
+        monkeypatch.setenv(arena.HOST_MEMORY_ENV, bad)
+        with pytest.raises(UsageError, match=arena.HOST_MEMORY_ENV):
             Derainer(small_generator(), device="cpu")
     with pytest.raises(UsageError, match="host memory"):
         Derainer(small_generator(), device="cpu", host_memory=-1)
@@ -527,30 +490,30 @@ def test_spilling_problems_are_one_line_errors(
 ) -> None:
     image = synthetic_rain(80, 96)
     derainer = Derainer(small_generator(), device="cpu", tile=48, host_memory=0)
-    monkeypatch.setenv(engine.TMPDIR_ENV, str(spill_dir / "missing"))
+    monkeypatch.setenv(arena.TMPDIR_ENV, str(spill_dir / "missing"))
     with pytest.raises(UsageError, match="not an existing folder"):
         derainer(image)
-    monkeypatch.setenv(engine.TMPDIR_ENV, str(spill_dir))
+    monkeypatch.setenv(arena.TMPDIR_ENV, str(spill_dir))
     full = SimpleNamespace(total=10**9, used=10**9, free=1000)
-    monkeypatch.setattr(engine.shutil, "disk_usage", lambda _path: full)
+    monkeypatch.setattr(arena.shutil, "disk_usage", lambda _path: full)
     with pytest.raises(DerainError, match="not enough free disk space"):
         derainer(image)
     assert list(spill_dir.iterdir()) == []
 
 
 def test_tmpfs_temp_folder_is_avoided(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(engine.TMPDIR_ENV, raising=False)
-    monkeypatch.setattr(engine, "_filesystem_type", lambda _path: "tmpfs")
+    monkeypatch.delenv(arena.TMPDIR_ENV, raising=False)
+    monkeypatch.setattr(arena, "_filesystem_type", lambda _path: "tmpfs")
     expected = Path("/var/tmp") if Path("/var/tmp").is_dir() else None
-    if expected is not None and engine.os.access(expected, engine.os.W_OK):
-        assert engine.spill_directory() == expected
-    monkeypatch.setattr(engine, "_filesystem_type", lambda _path: "ext4")
-    assert engine.spill_directory() == Path(engine.tempfile.gettempdir())
+    if expected is not None and arena.os.access(expected, arena.os.W_OK):
+        assert arena.spill_directory() == expected
+    monkeypatch.setattr(arena, "_filesystem_type", lambda _path: "ext4")
+    assert arena.spill_directory() == Path(arena.tempfile.gettempdir())
 
 
 def test_large_images_are_never_run_whole_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """45 MP untiled would need ~29 GB at 640 B/px: CPU tiles are capped whatever the RAM."""
-    monkeypatch.setattr(engine, "free_device_bytes", lambda device: 2**40)
+    monkeypatch.setattr(runtime, "free_device_bytes", lambda device: 2**40)
     assert auto_tile(5504, 8256, torch.device("cpu"), 640) == engine.CPU_MAX_TILE
     derainer = Derainer(NLCLGenerator(), device="cpu")
     assert derainer.bytes_per_pixel == 640

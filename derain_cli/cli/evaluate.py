@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derain_cli.cli.common import err_console, user_errors
-from derain_cli.cli.options import Device, DeviceOption, Precision, PrecisionOption, TileOption
+from derain_cli.cli.options import (
+    DeviceOption,
+    Precision,
+    PrecisionOption,
+    TileOption,
+    check_device,
+)
 from derain_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -76,7 +82,7 @@ def command(
             help=f"Side-by-side picture (rainy | each weights | clean) of {GRID_IMAGES} images.",
         ),
     ] = None,
-    device: DeviceOption = Device.auto,
+    device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     tile: TileOption = None,
     limit: Annotated[
@@ -97,6 +103,8 @@ def command(
         from derain_cli.inference.tiling import check_tile
 
         check_tile(tile)
+        if weights:
+            check_device(device, precision.value)
         if pred is not None and weights:
             raise UsageError("--weights derains --rainy images; it cannot be used with --pred")
         if clean is None and no_niqe:
@@ -125,7 +133,7 @@ def command(
 
 
 def _methods(
-    weights: list[str], pred: Path | None, device: Device, precision: Precision, tile: int | None
+    weights: list[str], pred: Path | None, device: str, precision: Precision, tile: int | None
 ) -> list[Method]:
     """One Method per weights (models loaded once, up front) or the --pred folder."""
     from derain_cli.evaluate import Method, unique_labels, weights_label
@@ -144,7 +152,7 @@ def _methods(
     for label, spec in zip(labels, weights, strict=True):
         loaded = load_weights(spec)
         require_background(loaded)
-        derainer = Derainer(loaded, device=device.value, precision=precision.value, tile=tile)
+        derainer = Derainer(loaded, device=device, precision=precision.value, tile=tile)
         err_console.print(f"{label}: {loaded.source} on {derainer.description}")
         methods.append(Method(label=label, derain=derainer, description=loaded.source))
     return methods

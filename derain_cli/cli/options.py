@@ -8,13 +8,6 @@ from typing import Annotated
 import typer
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -22,7 +15,10 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
-DeviceOption = Annotated[Device, typer.Option(help="auto picks cuda, then mps, then cpu.")]
+DeviceOption = Annotated[
+    str,
+    typer.Option(metavar="auto|cpu|cuda[:N]|mps", help="auto picks cuda, then mps, then cpu."),
+]
 PrecisionOption = Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, fp32 elsewhere.")]
 TileOption = Annotated[
     int | None,
@@ -33,3 +29,17 @@ TileOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def check_device(device: str, precision: str) -> None:
+    """Refuse an absent device or an impossible precision before anything is loaded.
+
+    The library names the value (``device cuda: ...``); here it becomes the flag (``--device``).
+    """
+    from derain_cli import runtime
+    from derain_cli.errors import UsageError
+
+    try:
+        runtime.resolve_dtype(precision, runtime.resolve_device(device))
+    except UsageError as exc:
+        raise UsageError(f"--{exc}") from None

@@ -23,7 +23,13 @@ import typer
 from rich.text import Text
 
 from derain_cli.cli.common import err_console, print_error, user_errors
-from derain_cli.cli.options import Device, DeviceOption, Precision, PrecisionOption, TileOption
+from derain_cli.cli.options import (
+    DeviceOption,
+    Precision,
+    PrecisionOption,
+    TileOption,
+    check_device,
+)
 from derain_cli.errors import DerainError, UsageError
 
 if TYPE_CHECKING:
@@ -92,7 +98,7 @@ def command(
             show_default=False,
         ),
     ] = None,
-    device: DeviceOption = Device.auto,
+    device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.auto,
     tile: TileOption = None,
     overlap: Annotated[
@@ -169,6 +175,7 @@ def command(
         from derain_cli.video.temporal import TemporalSettings
 
         check_tile(tile)
+        check_device(device, precision.value)
         encoder = Encoder(codec, crf)
         check_encoder(encoder)
         video = VideoOptions(encoder, None if no_temporal else TemporalSettings())
@@ -241,17 +248,17 @@ def command(
         raise typer.Exit(1)
 
 
-def _pick_local_gpu(device: Device, local_rank: int) -> None:
+def _pick_local_gpu(device: str, local_rank: int) -> None:
     """Under torchrun, ``auto``/``cuda`` mean this process's own GPU (``LOCAL_RANK``)."""
     import torch
 
-    if device.value in ("auto", "cuda") and torch.cuda.is_available():
+    if device in ("auto", "cuda") and torch.cuda.is_available():
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
 
 
 def _load_model(
     weights: str | None,
-    device: Device,
+    device: str,
     precision: Precision,
     tile: int | None,
     overlap: int,
@@ -266,7 +273,7 @@ def _load_model(
         loaded = load_weights(weights)
     require_background(loaded)
     derainer = Derainer(
-        loaded, device=device.value, precision=precision.value, tile=tile, overlap=overlap
+        loaded, device=device, precision=precision.value, tile=tile, overlap=overlap
     )
     if not quiet:
         err_console.print(

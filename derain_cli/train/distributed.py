@@ -47,24 +47,6 @@ class DistContext:
         return self.world > 1
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an absent CUDA device is a UsageError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise UsageError(f"--device {name}: only cpu and cuda are supported for training")
-    return device
-
-
 def under_launcher() -> bool:
     """True when torchrun (or another launcher) set up the rank environment."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from derain_cli import runtime
 from derain_cli.config import NLCLConfig
 from derain_cli.data import ImageFolders
 from derain_cli.errors import DerainError
@@ -53,7 +54,7 @@ def run(
     progress: ProgressFactory | None = None,
 ) -> TrainResult:
     """Train with ``config.train.gpus`` ranks (or torchrun's) and return rank 0's result."""
-    device = dist_utils.resolve_device(config.train.device)
+    device = runtime.resolve_device(config.train.device, training=True)
     if dist_utils.under_launcher():
         ctx = dist_utils.context_from_env(device)
         try:

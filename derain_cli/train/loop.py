@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from derain_cli import runtime
 from derain_cli.atomic import atomic_write_bytes, remove_stale_temps
 from derain_cli.config import NLCLConfig, TrainConfig
 from derain_cli.data import ImageFolders, StepSampler, SyntheticRain, UnpairedCrops
@@ -199,16 +200,6 @@ def build_objective(config: NLCLConfig) -> NLCLObjective:
     return NLCLObjective(config.model, config.sampler, config.losses)
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` = bf16 autocast on CUDA, fp32 elsewhere; half precision on CPU is refused."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    if dtype != torch.float32 and device.type != "cuda":
-        raise UsageError(f"precision {precision} needs CUDA; use fp32 (or auto) on {device}")
-    return dtype
-
-
 def train(
     config: NLCLConfig,
     folders: ImageFolders,
@@ -221,14 +212,14 @@ def train(
 ) -> TrainResult:
     """Train (or continue) the run in ``out``; every rank calls this with the same arguments."""
     tc = config.train
-    ctx = ctx or DistContext(device=dist_utils.resolve_device(tc.device))
+    ctx = ctx or DistContext(device=runtime.resolve_device(tc.device, training=True))
     paths = RunPaths(Path(out))
     hooks = hooks or Hooks()
     report = progress if ctx.is_main else None
     device = ctx.device
     total = total_steps(tc, len(folders.rainy))
     local_batch = tc.batch_size // ctx.world
-    dtype = resolve_dtype(tc.precision, device)
+    dtype = runtime.resolve_dtype(tc.precision, device, training=True)
     channels_last = tc.channels_last and device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

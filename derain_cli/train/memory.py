@@ -10,12 +10,10 @@ alarm: a step that needs more than the machine has would end in an out-of-memory
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 from torch import nn
 
+from derain_cli import runtime
 from derain_cli.errors import UsageError
 
 #: Side of the probe image, pixels (a multiple of every network's cell size).
@@ -56,20 +54,11 @@ def activation_bytes(
 
 def available_bytes(device: torch.device) -> int | None:
     """Free memory of ``device`` (CPU: the kernel's MemAvailable); ``None`` when unknown."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type != "cpu":
+    if device.type == "cpu" and not runtime.host_bytes_known():
         return None
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text(encoding="ascii", errors="replace").splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
+    if device.type not in ("cpu", "cuda"):
         return None
+    return runtime.free_device_bytes(device)
 
 
 def check_step_memory(
