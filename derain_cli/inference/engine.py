@@ -33,8 +33,9 @@ feathering (``tiling.py``). See ``docs/inference.md`` for the measured agreement
 from __future__ import annotations
 
 import math
+import os
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from derain_cli.inference.arena import (
     host_memory_from_env,
     spill_directory,
 )
+from derain_cli.inference.pixels import as_float_rgb
 from derain_cli.inference.stream_plan import (
     Moments,
     Segment,
@@ -235,6 +237,39 @@ class Derainer:
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------- public
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        spec: str | os.PathLike[str] | None = "default",
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: int | None = None,
+        overlap: int = 32,
+    ) -> Derainer:
+        """A derainer for the weights ``spec`` names (what ``derain --weights`` takes).
+
+        ``"default"`` (or ``None``) is the bundled default model; else a registered name, a
+        ``.safetensors`` file, the authors' ``.pth`` checkpoint, or ``hf://OWNER/REPO[@REV][/FILE]``
+        (downloaded once into the cache, verified). Weights that are not a background generator
+        G_B are refused (:class:`~derain_cli.errors.WeightsError`).
+        """
+        from derain_cli.weights import load_weights, require_background
+
+        loaded = load_weights(None if spec is None else os.fspath(spec))
+        require_background(loaded)
+        return cls(loaded, device=device, precision=precision, tile=tile, overlap=overlap)
+
+    def derain_image(self, image: Any) -> Any:
+        """Derain a picture and return it in the caller's type.
+
+        ``image``: a ``PIL.Image`` or a ``numpy`` array (``uint8``, ``uint16`` or float in [0, 1];
+        grey, RGB or RGBA). The result has the same type, dtype, size and channels; alpha passes
+        through untouched and grey stays grey (see :mod:`derain_cli.inference.pixels`).
+        """
+        rgb, restore = as_float_rgb(image)
+        return restore(self(rgb))
 
     def tile_for(self, height: int, width: int) -> int:
         """The tile side used for a ``height x width`` image (0 = the image runs in one piece)."""

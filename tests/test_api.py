@@ -1,0 +1,98 @@
+"""The public API: what docs/api.md promises, including its first example run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import derain_cli
+from derain_cli import Derainer
+from derain_cli.errors import WeightsError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_api_page_example_runs_as_written() -> None:
+    text = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    example = text.split("## Example", 1)[1]
+    code = re.search(r"```python\n(.*?)```", example, re.S)
+    assert code is not None
+    done = subprocess.run(
+        [sys.executable, "-c", code.group(1)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_import_is_lazy_and_names_resolve() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, derain_cli; print('torch' in sys.modules)"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.strip() == "False"
+    for name in derain_cli.__all__:
+        assert getattr(derain_cli, name) is not None
+    with pytest.raises(AttributeError):
+        derain_cli.no_such_name  # noqa: B018
+
+
+@pytest.fixture(scope="module")
+def derainer() -> Derainer:
+    return Derainer.from_pretrained(device="cpu")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("channels", [0, 1, 3, 4])
+def test_derain_image_returns_the_callers_kind(
+    derainer: Derainer, dtype: type, channels: int
+) -> None:
+    rng = np.random.default_rng(0)
+    top = {np.uint8: 255, np.uint16: 65535, np.float32: 1.0}[dtype]
+    shape = (24, 32) if channels == 0 else (24, 32, channels)
+    image = (rng.random(shape) * top).astype(dtype)
+    out = derainer.derain_image(image)
+    assert out.dtype == image.dtype and out.shape == image.shape
+    if channels == 4:
+        assert np.array_equal(out[..., 3], image[..., 3])
+    values = image.astype(np.float32) / top
+    grey = channels in (0, 1)
+    rgb = np.repeat(values.reshape(24, 32, 1), 3, axis=2) if grey else values[..., :3]
+    reference = derainer(rgb)
+    reference = reference.mean(axis=2).reshape(shape) if grey else reference
+    got = out.astype(np.float64) / top
+    got = got if grey else got[..., :3]
+    step = 0.5 / top if dtype != np.float32 else 0.0
+    assert np.abs(got - reference).max() <= step + 1e-6
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "I;16"])
+def test_derain_image_keeps_pil_modes(derainer: Derainer, mode: str) -> None:
+    rng = np.random.default_rng(1)
+    base = Image.fromarray((rng.random((20, 28, 3)) * 255).astype(np.uint8))
+    if mode == "I;16":
+        image = Image.fromarray((rng.random((20, 28)) * 65535).astype(np.uint16))  # I;16
+    else:
+        image = base.convert(mode)
+    out = derainer.derain_image(image)
+    expected_mode = {"P": "RGB"}.get(mode, mode)
+    assert isinstance(out, Image.Image) and out.size == image.size and out.mode == expected_mode
+    if "A" in mode:
+        assert np.array_equal(np.asarray(out)[..., -1], np.asarray(image)[..., -1])
+
+
+def test_bad_inputs_and_weights_are_refused(derainer: Derainer, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="numpy array or a PIL image"):
+        derainer.derain_image([[0, 1], [1, 0]])
+    with pytest.raises(ValueError, match="H x W"):
+        derainer.derain_image(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(TypeError, match="uint8, uint16 or float"):
+        derainer.derain_image(np.zeros((4, 4, 3), np.int32))
+    with pytest.raises(WeightsError):
+        Derainer.from_pretrained(tmp_path / "missing.safetensors")
+    with pytest.raises(WeightsError, match="G_R"):
+        Derainer.from_pretrained("nlcl-cpu-v1-rain")
