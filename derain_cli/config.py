@@ -226,7 +226,9 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 500
-    checkpoint_part_mb: int = 0  # > 0: split checkpoints into parts of at most this many MiB
+    # > 0: stop after this many seconds of wall time (from the start of the run or the resume),
+    # save a checkpoint and export the weights; continue later with --resume.
+    time_limit_s: float = 0.0
     compact_checkpoint: bool = False  # Adam moments + MoCo keys in bfloat16 (61.7 -> 39.6 MiB)
     num_samples: int = 4  # rows of each sample grid
     num_workers: int = 4  # data-loading processes per rank
@@ -248,8 +250,8 @@ class TrainConfig:
             (0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
             (self.log_every >= 1, "train.log_every must be >= 1"),
             (self.sample_every >= 0, "train.sample_every must be >= 0 (0 = off)"),
+            (self.time_limit_s >= 0, "train.time_limit_s must be >= 0 (0: no limit)"),
             (self.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
-            (self.checkpoint_part_mb >= 0, "train.checkpoint_part_mb must be >= 0"),
             (self.num_samples >= 1, "train.num_samples must be >= 1"),
             (self.num_workers >= 0, "train.num_workers must be >= 0"),
             (self.gpus >= 1, "train.gpus must be >= 1"),
@@ -441,11 +443,16 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+#: Keys that older configs (and the configs saved in older run folders) may hold; read and ignored.
+RETIRED_KEYS = frozenset({"train.checkpoint_part_mb"})
+
+
 def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise UsageError(f"{source}: {prefix.rstrip('.') or 'config'} must be a table")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
+    data = {k: v for k, v in data.items() if prefix + k not in RETIRED_KEYS}
     unknown = sorted(set(data) - names)
     if unknown:
         raise UsageError(f"{source}: unknown config key {prefix + unknown[0]!r}")

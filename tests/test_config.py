@@ -143,3 +143,9 @@ def test_crop_too_small_for_the_layer_contrast_is_refused_up_front() -> None:
         NLCLConfig().with_overrides(
             {"train.crop": 24, "sampler.patch": 32, "losses.use_layer_contrast": False}
         )
+
+
+def test_retired_keys_of_older_run_folders_are_read_and_ignored() -> None:
+    data = NLCLConfig().to_dict()
+    data["train"]["checkpoint_part_mb"] = 15  # written by older versions into config.toml
+    assert NLCLConfig.from_dict(data) == NLCLConfig()

@@ -149,6 +149,14 @@ def command(
         None, "--crop", help=f"Random crop side in pixels. Default: {_DEFAULTS.crop}."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    time_limit: str | None = typer.Option(
+        None,
+        "--time-limit",
+        metavar="DURATION",
+        help="Stop after this much wall time (2h, 90m, 1h30m, seconds), save a checkpoint and "
+        "export the weights; continue with --resume. For Slurm and cloud time limits.",
+        show_default=False,
+    ),
     config_file: Path | None = typer.Option(
         None, "--config", help="TOML (or YAML) config file.", show_default=False
     ),
@@ -166,6 +174,15 @@ def command(
     if steps is not None and epochs is not None:
         raise fail("--steps and --epochs are exclusive")
     with user_errors(debug):
+        limit_s = None
+        if time_limit is not None:
+            from derain_cli.durations import parse_duration
+            from derain_cli.errors import UsageError
+
+            try:
+                limit_s = parse_duration(time_limit)
+            except UsageError as exc:
+                raise UsageError(f"--time-limit: {exc}") from None
         _run(
             data=data,
             clean=clean,
@@ -181,6 +198,7 @@ def command(
                 "train.epochs": 0 if steps is not None else epochs,
                 "train.batch_size": batch_size,
                 "train.crop": crop,
+                "train.time_limit_s": limit_s,
             },
         )
 
@@ -249,6 +267,18 @@ def _run(
             markup=False,
         )
         raise typer.Exit(128 + int(result.stop_signal or signal.SIGINT))
+    if result.time_limited:
+        again = " ".join(
+            shlex.quote(str(part))
+            for part in ("derain", "train", data, *(("--clean", clean) if clean else ()))
+        )
+        err_console.print(
+            f"derain train: time limit reached at step {result.step}/{result.total_steps}; "
+            f"checkpoint saved, weights so far: {result.weights}. "
+            f"Continue with: {again} --out {shlex.quote(str(out))} --resume",
+            markup=False,
+        )
+        return
     err_console.print(
         f"derain train: done at step {result.step}/{result.total_steps}; weights: {result.weights}",
         markup=False,

@@ -1,4 +1,4 @@
-"""``derain weights list|download|convert|info|export-onnx``: the weights files the tool runs on.
+"""``derain weights list|download|convert|info|export|export-onnx``: the weights the tool runs on.
 
 Human-readable output goes to stderr (rich); ``--json`` writes data to stdout. Torch and the
 weights library are imported inside the commands so that ``derain --help`` stays instant.
@@ -154,6 +154,29 @@ def export_onnx_cmd(
 
         done = export_onnx(load_weights(spec), output, opset=opset, overwrite=True)
     err_console.print(f"wrote {done.path} (opset {done.opset}, {_size(done.path)})")
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A training run folder (it holds checkpoint.pt)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Folder for the files (default: RUN_DIR).", show_default=False
+    ),
+    ema: bool | None = typer.Option(
+        None,
+        "--ema/--no-ema",
+        help="G_B's moving average or its live weights (default: the run's train.export_ema).",
+        show_default=False,
+    ),  # fmt: skip
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in --output."),
+    debug: bool = DEBUG,
+) -> None:
+    """Export G_B.safetensors and G_R.safetensors from a run's checkpoint, without training."""
+    with user_errors(debug):
+        from derain_cli.train.export import export_run
+
+        background, rain, step = export_run(run_dir, output, ema=ema, overwrite=overwrite)
+    err_console.print(f"wrote {background} and {rain} (step {step})")
 
 
 @app.command("info")

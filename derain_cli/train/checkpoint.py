@@ -9,12 +9,8 @@ leaves either the previous checkpoint or the new one, never a torn file.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
 import random
-import secrets
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,38 +30,14 @@ class CheckpointError(DerainError):
     exit_code = 2
 
 
-def save_checkpoint(path: Path | str, state: dict[str, Any], *, part_bytes: int = 0) -> None:
-    """Write ``state`` atomically (:func:`derain_cli.atomic.atomic_open`).
-
-    ``part_bytes > 0`` splits a checkpoint larger than that into part files of at most
-    ``part_bytes`` each (``NAME.<token>.<i>.part``), for file-size-limited transfers such as a GPU
-    window's result folder. ``path`` then holds a small manifest (part names, sizes, sha256) that
-    is replaced last, atomically: a crash at any moment leaves the previous checkpoint readable.
-    Parts of older generations are deleted once the new manifest is in place.
-    """
+def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically (:func:`derain_cli.atomic.atomic_open`): a crash at any moment
+    leaves the previous checkpoint readable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **state}, buffer)
-    data = buffer.getbuffer()
-    if part_bytes <= 0 or len(data) <= part_bytes:
-        atomic_write_bytes(path, bytes(data))
-        _remove_parts(path, keep=())
-        return
-    token = secrets.token_hex(4)
-    parts: list[str] = []
-    digests: list[str] = []
-    for index, start in enumerate(range(0, len(data), part_bytes)):
-        chunk = bytes(data[start : start + part_bytes])
-        name = f"{path.name}.{token}.{index:03d}.part"
-        atomic_write_bytes(path.with_name(name), chunk)
-        parts.append(name)
-        digests.append(hashlib.sha256(chunk).hexdigest())
-    manifest = {"format": FORMAT_VERSION, "parts": parts, "sha256": digests, "bytes": len(data)}
-    manifest_buffer = io.BytesIO()
-    torch.save(manifest, manifest_buffer)
-    atomic_write_bytes(path, manifest_buffer.getvalue())
-    _remove_parts(path, keep=parts)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 #: Optimiser state entries that ``compact_moments`` stores in bfloat16 (Adam's two moments).
@@ -114,31 +86,10 @@ def compact_keys(models: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def checkpoint_files(path: Path | str) -> list[Path]:
-    """``path`` and the part files its manifest names (what to copy to move a checkpoint)."""
-    path = Path(path)
-    state = _read(path, path, "cpu")
-    return [path, *(path.with_name(name) for name in state.get("parts", []))]
-
-
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
     path = Path(path)
-    state = _read(path, path, map_location)
-    if "parts" in state:
-        whole = bytearray()
-        for name, digest in zip(state["parts"], state["sha256"], strict=True):
-            try:
-                chunk = path.with_name(name).read_bytes()
-            except OSError:
-                raise CheckpointError(f"{path}: part {name} is missing") from None
-            if hashlib.sha256(chunk).hexdigest() != digest:
-                raise CheckpointError(f"{path}: part {name} is corrupt (sha256 mismatch)")
-            whole += chunk
-        if len(whole) != state["bytes"]:
-            raise CheckpointError(f"{path}: parts hold {len(whole)} bytes, not {state['bytes']}")
-        state = _read(io.BytesIO(bytes(whole)), path, map_location)
-    return state
+    return _read(path, path, map_location)
 
 
 def _read(
@@ -154,14 +105,6 @@ def _read(
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a derain training checkpoint (format mismatch)")
     return state
-
-
-def _remove_parts(path: Path, keep: Sequence[str]) -> None:
-    """Delete part files of ``path`` that the current manifest does not name."""
-    for part in path.parent.glob(f"{path.name}.*.part"):
-        if part.name not in keep:
-            with contextlib.suppress(OSError):
-                part.unlink()
 
 
 def capture_rng() -> dict[str, Any]:

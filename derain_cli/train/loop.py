@@ -51,6 +51,7 @@ from derain_cli.train.checkpoint import (
 )
 from derain_cli.train.distributed import DistContext
 from derain_cli.train.ema import ModelEMA
+from derain_cli.train.export import export_weights
 from derain_cli.train.memory import check_step_memory
 from derain_cli.train.plots import GRID_COLUMNS, loss_curves, sample_grid, save_png
 from derain_cli.train.step import StepParts, train_step
@@ -67,8 +68,8 @@ RESUMABLE_KEYS = frozenset(
         "log_every",
         "sample_every",
         "checkpoint_every",
-        "checkpoint_part_mb",
         "compact_checkpoint",
+        "time_limit_s",
         "num_samples",
         "num_workers",
         "cache_images",
@@ -127,6 +128,7 @@ class TrainResult:
     total_steps: int
     interrupted: bool = False
     stop_signal: int | None = None  # SIGINT or SIGTERM when interrupted
+    time_limited: bool = False  # stopped at train.time_limit_s: checkpoint saved, weights exported
     checkpoint: Path | None = None
     weights: Path | None = None
     replica_checksums: list[str] = field(default_factory=list)
@@ -334,7 +336,7 @@ def train(
             },
             "world_size": ctx.world,
         }
-        save_checkpoint(paths.checkpoint, state, part_bytes=tc.checkpoint_part_mb * 2**20)
+        save_checkpoint(paths.checkpoint, state)
         _draw_curve(paths)
 
     meter = _Meter(global_batch=tc.batch_size)
@@ -345,6 +347,7 @@ def train(
         report.start(start, total)
         report.note(messages.run_summary(config, device, dtype, start, total))
     began = time.perf_counter()
+    deadline = time.monotonic() + tc.time_limit_s if tc.time_limit_s > 0 else None
     first_s = 0.0  # the first step's time, start-up included (messages.first_step_estimate)
     with _StopOnSignal() as stop:
         for batch in loader:
@@ -398,9 +401,11 @@ def train(
                     for line in lines:
                         if line is not None:
                             report.note(line)
-            if not (due_log or (stop.requested and not ctx.active)):
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            wants_stop = stop.requested or out_of_time
+            if not (due_log or (wants_stop and not ctx.active)):
                 continue
-            values, stop_all = meter.flush(ctx, stop.requested)
+            values, stop_all = meter.flush(ctx, wants_stop)
             record = {
                 "step": step,
                 "epoch": round(dataset.epoch(step * tc.batch_size), 4),
@@ -424,8 +429,13 @@ def train(
                     report.note(messages.samples_note(step, written))
             if stop_all:
                 save(step)
-                result.interrupted = True
-                result.stop_signal = stop.received or signal.SIGINT  # a peer rank's signal
+                if deadline is not None and not stop.requested:  # this rank's or a peer's clock
+                    result.time_limited = True
+                    if report is not None:
+                        report.note(messages.time_limit_note(step, total, tc.time_limit_s))
+                else:
+                    result.interrupted = True
+                    result.stop_signal = stop.received or signal.SIGINT  # a peer rank's signal
                 break
             if due_checkpoint:
                 save(step)
@@ -444,9 +454,10 @@ def train(
     exported = ema.module if (ema is not None and tc.export_ema) else g_b
     result.replica_checksums = dist_utils.gather_strings(_checksum(objective), ctx)
     if ctx.is_main:
-        result.weights = _export(
-            paths, config, exported, step, ctx, ema=exported is not g_b, rain=objective.g_r
-        )
+        result.weights = export_weights(
+            paths.weights, paths.rain_weights, config, exported, objective.g_r,
+            step=step, world=ctx.world, ema=exported is not g_b,
+        )  # fmt: skip
         _append_jsonl(
             paths.metrics,
             {"event": "end", "step": step, "replica_checksums": result.replica_checksums},
@@ -671,40 +682,3 @@ def _diverged(paths: RunPaths, step: int, detail: str, last_saved: int | None) -
 
 def _all_finite(module: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.parameters())
-
-
-def _export(
-    paths: RunPaths,
-    config: NLCLConfig,
-    module: nn.Module,
-    step: int,
-    ctx: DistContext,
-    *,
-    ema: bool,
-    rain: nn.Module,
-) -> Path:
-    """Write ``G_B.safetensors`` (for ``derain``) and ``G_R.safetensors`` (for inspection).
-
-    G_R is the live network (it has no EMA); both carry the whole training config.
-    """
-    from derain_cli.nets.registry import ARCHITECTURES
-    from derain_cli.weights import save_weights
-
-    common = {
-        "derain.source": "derain train",
-        "derain.trained_steps": str(step),
-        "derain.world_size": str(ctx.world),
-        "derain.train_config": json.dumps(config.to_dict(), sort_keys=True),
-        "derain.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    mc = config.model
-    for path, net, arch, hparams, meta in (
-        (paths.rain_weights, rain, mc.rain_generator, mc.rain_hparams,
-         {"derain.layer": "rain", "derain.ema": "false"}),
-        (paths.weights, module, mc.generator, mc.generator_hparams,
-         {"derain.layer": "background", "derain.ema": "true" if ema else "false"}),
-    ):  # fmt: skip
-        full = {**ARCHITECTURES[arch].defaults, **hparams}
-        # Parameters stay fp32 under autocast; save_weights copies them to contiguous CPU tensors.
-        save_weights(path, net, arch=arch, hparams=full, metadata={**common, **meta})
-    return paths.weights

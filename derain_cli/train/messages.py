@@ -78,6 +78,13 @@ def first_step_estimate(
     return line, warning
 
 
+def time_limit_note(step: int, total: int, limit_s: float) -> str:
+    return (
+        f"step {step} of {total}: the time limit ({format_duration(limit_s)}) is reached; "
+        "checkpoint saved, weights exported"
+    )
+
+
 def checkpoint_note(step: int, path: Path) -> str:
     return f"step {step}: checkpoint written to {path}"
 
