@@ -35,8 +35,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from derain_cli.errors import DerainError, UsageError
+from derain_cli.imaging import READABLE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
+IMAGE_SUFFIXES = READABLE_SUFFIXES  # the same list as derain itself
 
 # Streams of the seeded generators (kept distinct so the five draws are independent).
 _RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP, _SYNTH_RAIN = range(5)

@@ -96,6 +96,14 @@ SUPPORTED_FORMATS: dict[str, FormatSpec] = {
     ),
 }
 _ALIASES = {"jpeg": "jpg", "tif": "tiff"}
+#: Every image suffix the tool reads (any case): the output formats' and those it only reads.
+#: Folders and globs for ``derain``, ``derain train``, ``derain eval`` and ``derain synth`` alike.
+READABLE_SUFFIXES: frozenset[str] = frozenset(
+    {
+        *(suffix for spec in SUPPORTED_FORMATS.values() for suffix in spec.suffixes),
+        *(".jpe", ".jfif", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"),
+    }
+)
 
 
 @dataclass

@@ -121,3 +121,16 @@ def test_synthetic_rain_is_rendered_over_the_clean_crop_reproducibly(tmp_path: P
     again = UnpairedCrops(folders, crop=24, seed=5, synthetic=SyntheticRain("heavy", 2.0))
     torch.testing.assert_close(again[7][2], rendered, rtol=0, atol=0)  # pure function of g
     assert not torch.equal(synth[8][2] - synth[8][1], rendered - clean2)
+
+
+def test_training_reads_every_image_suffix_that_derain_reads(tmp_path: Path) -> None:
+    """One suffix list: a folder that `derain` derains whole is a folder `derain train` reads."""
+    from derain_cli.data import list_images
+    from derain_cli.inference.plan import plan_jobs
+
+    names = ["a.JPG", "b.jpe", "c.gif", "d.tga", "e.pnm", "f.webp", "g.TIFF", "h.txt"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    trained = sorted(p.name for p in list_images(tmp_path))
+    derained = sorted(j.input.name for j in plan_jobs(str(tmp_path), str(tmp_path / "out")))
+    assert trained == derained == sorted(names[:-1])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derain_cli.errors import UsageError
-from derain_cli.imaging import SUPPORTED_FORMATS
+from derain_cli.imaging import READABLE_SUFFIXES, SUPPORTED_FORMATS
 from derain_cli.video.formats import VIDEO_SUFFIXES, container_for, is_video_name
 
 #: ``--format`` choice -> the suffix it gets when the input's own suffix does not fit.
@@ -28,9 +28,7 @@ WRITABLE_SUFFIXES: dict[str, str] = {
     suffix: key for key, spec in SUPPORTED_FORMATS.items() for suffix in spec.suffixes
 }
 #: Suffixes picked up when walking a folder or expanding a glob (others are ignored silently).
-INPUT_SUFFIXES: frozenset[str] = frozenset(
-    {*WRITABLE_SUFFIXES, ".jpe", ".jfif", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
-)
+INPUT_SUFFIXES: frozenset[str] = READABLE_SUFFIXES
 FORMAT_CHOICES: tuple[str, ...] = ("auto", *SUPPORTED_FORMATS)
 #: ``Job.fmt`` of a video: it keeps its container (``--format`` is for images).
 VIDEO = "video"
