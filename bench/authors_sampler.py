@@ -1,6 +1,6 @@
 """A faithful re-implementation of the authors' non-local sampler, for speed comparisons.
 
-Their sampler (reference.md, section 2) takes ONE random anchor per call and scans a 40x40
+Their sampler (in their released code) takes ONE random anchor per call and scans a 40x40
 window of candidate positions (stride 1) around it with a Python loop over 16x16 patches,
 computing one squared-L2 distance per iteration, then sorts. It ran 4 times per iteration at
 batch size 1 (about 132 ms per call on an H200). ``derain_cli.sampling.block_match`` does the

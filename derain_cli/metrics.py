@@ -121,8 +121,8 @@ def colour_shift(pred: np.ndarray, target: np.ndarray) -> float:
 
     The mean signed difference of each RGB channel over the whole image: noise and detail cancel
     out, a tint or a brightness drift does not. PSNR barely moves under a shift of a few levels,
-    yet a green cast of 3 levels is visible on a grey sky, so the default model is held to < 2
-    (issue 5). Largest channel, so a cast in one channel is not averaged away.
+    yet a green cast of 3 levels is visible on a grey sky, so the project aims its default model at
+    < 2. Largest channel, so a cast in one channel is not averaged away.
     """
     _check_pair(pred, target)
     diff = pred.astype(np.float64) - target.astype(np.float64)

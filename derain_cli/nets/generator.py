@@ -1,6 +1,6 @@
 """The NLCL generator exactly as the authors' released checkpoint lays it out.
 
-Full resolution, no down/up-sampling (reference.md, section 2)::
+Full resolution, no down/up-sampling, as in the authors' released code::
 
     gen.0           Conv3x3(3 -> C)
     gen.1..gen.N    residual blocks: [pad, conv3x3, IN, ReLU] -> [pad, conv3x3, IN] + skip
@@ -19,7 +19,8 @@ so inference rebuilds the same function; :func:`apply_output`):
   adds light (Eq. 1 with R >= 0; the data's rain model clips ``B + R``), so the background can
   only be darker than the input where the net sees rain and equals the input elsewhere: an
   untrained or unsure network returns the input instead of shifting tone and colour
-  (reference.md, section 3: 17.17 -> 21.44 dB after the same 66 s of training). Not in the paper.
+  (measured before this project's benchmarks existed: 17.17 -> 21.44 dB on synthetic rain after
+  the same 66 s of GPU training; docs/method.md). Not in the paper.
 
   The relu's gradient is one-sided (:class:`RainRelu`): where ``y < 0`` it still passes the part
   of the gradient that asks for more rain. With a plain relu a unit that went negative never
