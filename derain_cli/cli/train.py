@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -119,54 +119,74 @@ class RichProgress:
 
 def command(
     ctx: typer.Context,
-    data: Path | None = typer.Argument(
-        None,
-        help="Folder of rainy images, or a folder holding rainy/ and clean/.",
-        show_default=False,
-    ),
-    clean: Path | None = typer.Option(
-        None, "--clean", help="Unpaired clean photos (default: DATA/clean/).", show_default=False
-    ),
-    out: Path | None = typer.Option(
-        None, "--out", help="Run folder (default: runs/nlcl-YYYYmmdd-HHMMSS).", show_default=False
-    ),
-    gpus: int | None = typer.Option(
-        None, "--gpus", help=f"Data-parallel ranks (processes). Default: {_DEFAULTS.gpus}."
-    ),
-    device: str | None = typer.Option(
-        None, "--device", help=f"auto, cpu, cuda or cuda:N. Default: {_DEFAULTS.device}."
-    ),
-    steps: int | None = typer.Option(
-        None, "--steps", help=f"Optimiser steps to reach. Default: {_DEFAULTS.steps}."
-    ),
-    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the rainy images."),
-    batch_size: int | None = typer.Option(
-        None,
-        "--batch-size",
-        help=f"Global batch (split over ranks). Default: {_DEFAULTS.batch_size}.",
-    ),
-    crop: int | None = typer.Option(
-        None, "--crop", help=f"Random crop side in pixels. Default: {_DEFAULTS.crop}."
-    ),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    time_limit: str | None = typer.Option(
-        None,
-        "--time-limit",
-        metavar="DURATION",
-        help="Stop after this much wall time (2h, 90m, 1h30m, seconds), save a checkpoint and "
-        "export the weights; continue with --resume. For Slurm and cloud time limits.",
-        show_default=False,
-    ),
-    config_file: Path | None = typer.Option(
-        None, "--config", help="TOML (or YAML) config file.", show_default=False
-    ),
-    overrides: list[str] = typer.Option(
-        [], "--set", help="Override one config key, e.g. --set losses.adv_weight=0.5."
-    ),
-    print_config: bool = typer.Option(
-        False, "--print-config", help="Print the resolved config as TOML and exit."
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Folder of rainy images, or a folder holding rainy/ and clean/.",
+            show_default=False,
+        ),
+    ] = None,
+    clean: Annotated[
+        Path | None,
+        typer.Option(
+            "--clean", help="Unpaired clean photos (default: DATA/clean/).", show_default=False
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Run folder (default: runs/nlcl-YYYYmmdd-HHMMSS).", show_default=False
+        ),
+    ] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option("--gpus", help=f"Data-parallel ranks (processes). Default: {_DEFAULTS.gpus}."),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help=f"auto, cpu, cuda or cuda:N. Default: {_DEFAULTS.device}."),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help=f"Optimiser steps to reach. Default: {_DEFAULTS.steps}."),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Passes over the rainy images.")
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help=f"Global batch (split over ranks). Default: {_DEFAULTS.batch_size}.",
+        ),
+    ] = None,
+    crop: Annotated[
+        int | None,
+        typer.Option("--crop", help=f"Random crop side in pixels. Default: {_DEFAULTS.crop}."),
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--time-limit",
+            metavar="DURATION",
+            help="Stop after this much wall time (2h, 90m, 1h30m, seconds), save a checkpoint and "
+            "export the weights; continue with --resume. For Slurm and cloud time limits.",
+            show_default=False,
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML (or YAML) config file.", show_default=False),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config key, e.g. --set losses.adv_weight=0.5."),
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved config as TOML and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Train NLCL and export G_B.safetensors into the run folder."""
     if ctx.args:
@@ -190,7 +210,7 @@ def command(
             resume=resume,
             config_file=config_file,
             print_config=print_config,
-            overrides=overrides,
+            overrides=overrides or [],
             flags={
                 "train.gpus": gpus,
                 "train.device": device,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -17,8 +17,10 @@ from derain_cli.cli.common import err_console, user_errors
 
 app = typer.Typer(no_args_is_help=True)
 
-DEBUG = typer.Option(False, "--debug", help="Show the traceback of errors.")
-AS_JSON = typer.Option(False, "--json", help="Write JSON to stdout instead of a table.")
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of errors.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Write JSON to stdout instead of a table.")
+]
 
 
 def _size(path: Path | None) -> str:
@@ -37,7 +39,10 @@ def _write_json(data: Any) -> None:
 
 
 @app.command("list")
-def list_cmd(as_json: bool = AS_JSON, debug: bool = DEBUG) -> None:
+def list_cmd(
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
     """List registered weights: bundled in the package, cached from the Hub, or remote."""
     from rich.table import Table
 
@@ -98,10 +103,10 @@ def list_cmd(as_json: bool = AS_JSON, debug: bool = DEBUG) -> None:
 
 @app.command("download")
 def download_cmd(
-    name: str = typer.Argument(
-        ..., help="A registered name, or hf://OWNER/REPO\\[@REVISION]\\[/FILE]."
-    ),
-    debug: bool = DEBUG,
+    name: Annotated[
+        str, typer.Argument(help="A registered name, or hf://OWNER/REPO\\[@REVISION]\\[/FILE].")
+    ],
+    debug: DebugOption = False,
 ) -> None:
     """Fetch weights into the local cache (verified by sha256) and print the file's path."""
     from derain_cli.hub import HF_SCHEME, fetch, parse_hf_spec
@@ -119,10 +124,16 @@ def download_cmd(
 
 @app.command("convert")
 def convert_cmd(
-    src: Path = typer.Argument(..., help="The authors' checkpoint, e.g. nlcl-realrain-G_B.pth."),
-    dest: Path = typer.Argument(..., help="Output .safetensors file (a .sha256 sidecar is added)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DEST if it exists."),
-    debug: bool = DEBUG,
+    src: Annotated[
+        Path, typer.Argument(help="The authors' checkpoint, e.g. nlcl-realrain-G_B.pth.")
+    ],
+    dest: Annotated[
+        Path, typer.Argument(help="Output .safetensors file (a .sha256 sidecar is added).")
+    ],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace DEST if it exists.")
+    ] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Convert a torch .pth state dict into safetensors with derain metadata."""
     from derain_cli.errors import WeightsError
@@ -137,11 +148,15 @@ def convert_cmd(
 
 @app.command("export-onnx")
 def export_onnx_cmd(
-    spec: str = typer.Argument("default", help="A registered name, a weights file or hf:// spec."),
-    output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
-    opset: int = typer.Option(18, "--opset", min=17, max=23, help="ONNX opset version."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
-    debug: bool = DEBUG,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .onnx file to write.")],
+    spec: Annotated[
+        str, typer.Argument(help="A registered name, a weights file or hf:// spec.")
+    ] = "default",
+    opset: Annotated[int, typer.Option("--opset", min=17, max=23, help="ONNX opset version.")] = 18,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
+    ] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Export G_B as ONNX: RGB float32 NCHW in [0, 1] in and out, dynamic batch and size."""
     from derain_cli.errors import UsageError
@@ -158,18 +173,27 @@ def export_onnx_cmd(
 
 @app.command("export")
 def export_cmd(
-    run_dir: Path = typer.Argument(..., help="A training run folder (it holds checkpoint.pt)."),
-    output: Path | None = typer.Option(
-        None, "-o", "--output", help="Folder for the files (default: RUN_DIR).", show_default=False
-    ),
-    ema: bool | None = typer.Option(
-        None,
-        "--ema/--no-ema",
-        help="G_B's moving average or its live weights (default: the run's train.export_ema).",
-        show_default=False,
-    ),  # fmt: skip
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in --output."),
-    debug: bool = DEBUG,
+    run_dir: Annotated[
+        Path, typer.Argument(help="A training run folder (it holds checkpoint.pt).")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Folder for the files (default: RUN_DIR).", show_default=False
+        ),
+    ] = None,
+    ema: Annotated[
+        bool | None,
+        typer.Option(
+            "--ema/--no-ema",
+            help="G_B's moving average or its live weights (default: the run's train.export_ema).",
+            show_default=False,
+        ),
+    ] = None,  # fmt: skip
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace files in --output.")
+    ] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Export G_B.safetensors and G_R.safetensors from a run's checkpoint, without training."""
     with user_errors(debug):
@@ -181,9 +205,11 @@ def export_cmd(
 
 @app.command("info")
 def info_cmd(
-    spec: str = typer.Argument(..., help="A weights file, a registered name or an hf:// spec."),
-    as_json: bool = AS_JSON,
-    debug: bool = DEBUG,
+    spec: Annotated[
+        str, typer.Argument(help="A weights file, a registered name or an hf:// spec.")
+    ],
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
 ) -> None:
     """Show a weights file's architecture, hyper-parameters, size, metadata and sha256."""
     from rich.table import Table
