@@ -36,6 +36,7 @@ from torch.utils.data import Dataset, Sampler
 
 from derain_cli.errors import DerainError, UsageError
 from derain_cli.imaging import READABLE_SUFFIXES
+from derain_cli.tensors import to_model_range
 
 IMAGE_SUFFIXES = READABLE_SUFFIXES  # the same list as derain itself
 
@@ -218,12 +219,6 @@ def fit_to_crop(rgb: np.ndarray, crop: int) -> np.ndarray:
     return resized
 
 
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """H x W x 3 (float [0, 1] or uint8) -> 3 x H x W float32 in [-1, 1] (the generators' range)."""
-    array = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))) * 2.0 - 1.0
-
-
 class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
     """Item ``g`` (the global sample counter) -> (rainy crop O, unpaired clean crop), [-1, 1].
 
@@ -264,7 +259,7 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
         index = _order(self.seed, _CLEAN_ORDER, len(self.clean), g)
         clean, side = self._crop(self.clean, index, g, 1)
         if self.synthetic is None:
-            return to_tensor(rainy), to_tensor(clean)
+            return _chw(rainy), _chw(clean)
         from derain_cli.synth import photo_scale, render_pair, sample_recipe
 
         rng = np.random.default_rng([self.seed, _SYNTH_RAIN, g])
@@ -272,7 +267,7 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
         clean_rgb = clean.astype(np.float32) / 255.0 if clean.dtype == np.uint8 else clean
         recipe = sample_recipe(rng, self.synthetic.style, scale)
         rendered, target = render_pair(clean_rgb, recipe, rng, rain_only=self.synthetic.rain_only)
-        return to_tensor(rainy), to_tensor(target), to_tensor(rendered)
+        return _chw(rainy), _chw(target), _chw(rendered)
 
     def epoch(self, samples_seen: int) -> float:
         """Passes over the rainy images after ``samples_seen`` samples."""
@@ -299,7 +294,7 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
         image = self._image(paths, index)
         top = (image.shape[0] - self.crop) // 2
         left = (image.shape[1] - self.crop) // 2
-        return to_tensor(image[top : top + self.crop, left : left + self.crop])
+        return _chw(image[top : top + self.crop, left : left + self.crop])
 
     def _image(self, paths: tuple[Path, ...], index: int) -> np.ndarray:
         for offset in range(len(paths)):
@@ -354,3 +349,8 @@ class StepSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start) * self.local_batch
+
+
+def _chw(rgb: np.ndarray) -> torch.Tensor:
+    """``H x W x 3`` float [0, 1] or uint8 -> ``3 x H x W`` float32 in [-1, 1] (one crop)."""
+    return to_model_range(rgb)[0]

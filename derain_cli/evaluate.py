@@ -494,12 +494,7 @@ def _fit(draw: object, text: str, width: int) -> str:
 
 def write_grid(path: Path, rows: Sequence[GridRow]) -> None:
     """Save :func:`comparison_grid` as a PNG (atomically, like every image we write)."""
-    import io
-
-    from PIL import Image
-
+    from derain_cli.codecs import png_bytes
     from derain_cli.imaging import atomic_write_bytes
 
-    buffer = io.BytesIO()
-    Image.fromarray(comparison_grid(rows)).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png_bytes(comparison_grid(rows)))

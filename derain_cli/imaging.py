@@ -8,7 +8,8 @@ Decisions (see ``docs/images.md``):
 
 * Pillow reads every file. It cannot represent 16-bit colour (it silently truncates 16-bit RGB,
   RGBA and gray+alpha PNG/TIFF to 8 bits), so those pixels are decoded again with OpenCV, and
-  written with the small PNG/TIFF writers in this module, which also carry ICC and EXIF.
+  written with the small PNG/TIFF writers of :mod:`derain_cli.codecs`, which also carry ICC
+  and EXIF (EXIF surgery: :mod:`derain_cli.exif`).
 * EXIF orientation is applied to the pixels and the stored EXIF says orientation 1; for JPEG,
   PNG and WebP sources the EXIF bytes are otherwise kept byte for byte (maker notes included).
 * Alpha is never passed to the network and is written back exactly (uint8 or uint16). JPEG has no
@@ -30,7 +31,6 @@ import os
 import struct
 import threading
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,27 +40,18 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from derain_cli import atomic
+from derain_cli.codecs import pillow_image, png_bytes, tiff_bytes
 from derain_cli.errors import ImageError, UsageError
+from derain_cli.exif import apply_orientation, exif_bytes, exif_orientation, set_orientation_1
 
 #: Largest image read by default, in megapixels (width * height / 1e6); ``--max-megapixels``.
 DEFAULT_MAX_MEGAPIXELS: float = 200.0
 
 STDIN_NAME = "<stdin>"
 
-_ORIENTATION_TAG = 0x0112
-_EXIF_HEADER = b"Exif\x00\x00"
 # BT.601 luma weights (grayscale outputs are written as this weighted sum of R, G, B).
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
-# TIFF tags that describe a TIFF file's own layout; they are not camera metadata and must not be
-# copied into the EXIF of another file.
-_TIFF_LAYOUT_TAGS = frozenset(
-    {254, 255, 256, 257, 258, 259, 262, 263, 266, 269, 273, 277, 278, 279, 280, 281, 284, 285}
-    | {286, 287, 290, 291, 292, 293, 296, 297, 317, 318, 319, 320, 321, 322, 323, 324, 325}
-    | {330, 332, 338, 339, 340, 341, 347, 530, 531, 532, 700, 33723, 34377, 34675, 37724}
-)
-#: EXIF sub-IFD pointers (Exif IFD, GPS IFD): copied as the IFDs they point at, not as offsets.
-_IFD_POINTERS = (0x8769, 0x8825)
 _MAGIC_PREFIXES = (
     b"\xff\xd8",
     b"\x89PNG",
@@ -265,7 +256,7 @@ def _decode(
             try:
                 # Pillow rotates TIFFs itself while loading and then forgets the orientation;
                 # the OpenCV path for 16-bit colour needs the stored value.
-                stored_orientation = _orientation(im) if im.format == "TIFF" else None
+                stored_orientation = exif_orientation(im) if im.format == "TIFF" else None
                 im.load()
             except (Image.DecompressionBombError, Image.DecompressionBombWarning):
                 raise ImageError(
@@ -287,15 +278,15 @@ def _to_picture(
 ) -> Picture:
     fmt = im.format or "unknown"
     icc = im.info.get("icc_profile") or None
-    exif = _exif_bytes(im, im.getexif())
-    orientation = _orientation(im)  # what Pillow's decoded pixels still need
+    exif = exif_bytes(im, im.getexif())
+    orientation = exif_orientation(im)  # what Pillow's decoded pixels still need
 
     if _needs_opencv(im, head):
         handle.seek(0)
         data = handle.read()
         if fmt == "TIFF":  # OpenCV's TIFF decoder applies the orientation tag itself: neutralise
             with contextlib.suppress(struct.error, ValueError):
-                data = _set_orientation_1(data)
+                data = set_orientation_1(data)
         grayscale = _is_gray_source(im, head)
         color, alpha = _decode_with_opencv(data, name, grayscale)
         bit_depth = 16
@@ -303,9 +294,9 @@ def _to_picture(
     else:
         color, alpha, grayscale, bit_depth, icc = _pillow_pixels(im, icc, name)
 
-    color = _orient(color, orientation)
+    color = apply_orientation(color, orientation)
     if alpha is not None:
-        alpha = np.ascontiguousarray(_orient(alpha, orientation))
+        alpha = np.ascontiguousarray(apply_orientation(alpha, orientation))
     scale = np.float32(65535.0 if bit_depth == 16 else 255.0)
     rgb = color.astype(np.float32) / scale
     if rgb.ndim == 2:
@@ -341,11 +332,6 @@ def _is_gray_source(im: Image.Image, head: bytes) -> bool:
     if im.format == "TIFF":
         return im.tag_v2.get(262) in (0, 1)  # type: ignore[attr-defined]
     return im.mode in ("L", "LA", "I", "I;16")
-
-
-def _orientation(im: Image.Image) -> int:
-    value = im.getexif().get(_ORIENTATION_TAG, 1)
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _decode_with_opencv(
@@ -419,113 +405,6 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     return im.convert("RGB")
 
 
-def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (1-8) like ``PIL.ImageOps.exif_transpose``."""
-    if orientation == 2:
-        return pixels[:, ::-1]
-    if orientation == 3:
-        return pixels[::-1, ::-1]
-    if orientation == 4:
-        return pixels[::-1]
-    if orientation == 5:
-        return pixels.swapaxes(0, 1)
-    if orientation == 6:
-        return np.rot90(pixels, k=-1)
-    if orientation == 7:
-        return pixels[::-1, ::-1].swapaxes(0, 1)
-    if orientation == 8:
-        return np.rot90(pixels, k=1)
-    return pixels
-
-
-def _exif_bytes(im: Image.Image, exif_obj: Image.Exif) -> bytes | None:
-    """The source's EXIF as ``Exif\\0\\0`` + TIFF bytes with orientation 1, or None."""
-    if im.format == "TIFF":
-        # A TIFF's EXIF is mixed with its layout tags; keep only the metadata.
-        kept = Image.Exif()
-        _copy_metadata(exif_obj, kept)
-        if not len(kept):
-            return None
-        kept[_ORIENTATION_TAG] = 1
-        return kept.tobytes()
-    raw = im.info.get("exif")
-    if not raw:
-        return None
-    if isinstance(raw, Image.Exif):  # pragma: no cover - defensive, Pillow stores bytes
-        raw = raw.tobytes()
-    try:
-        return _EXIF_HEADER + _drop_thumbnail(_set_orientation_1(_tiff_body(raw)))
-    except (struct.error, ValueError):
-        return None  # unreadable EXIF is dropped rather than copied broken
-
-
-def _copy_metadata(source: Image.Exif, into: Image.Exif) -> None:
-    """Copy ``source``'s camera metadata into ``into``: TIFF layout tags are left out and the
-    Exif/GPS pointers become the sub-IFDs they point at (``into`` lays out its own offsets)."""
-    for tag, value in source.items():
-        if tag not in _TIFF_LAYOUT_TAGS:
-            into[tag] = source.get_ifd(tag) if tag in _IFD_POINTERS else value
-
-
-def _tiff_body(exif: bytes) -> bytes:
-    """The TIFF-structured part of an EXIF block (without a leading ``Exif\\0\\0``)."""
-    return exif[len(_EXIF_HEADER) :] if exif.startswith(_EXIF_HEADER) else exif
-
-
-def _first_ifd(tiff: bytes) -> tuple[str, bytearray, int, int]:
-    """Byte order, a mutable copy, the offset of IFD0 and its entry count of a TIFF/EXIF block."""
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if order is None:
-        raise ValueError("not TIFF-structured EXIF")
-    buffer = bytearray(tiff)
-    (ifd0,) = struct.unpack_from(order + "I", buffer, 4)
-    (count,) = struct.unpack_from(order + "H", buffer, ifd0)
-    return order, buffer, ifd0, count
-
-
-def _set_orientation_1(tiff: bytes) -> bytes:
-    """Patch the orientation in IFD0 to 1 in place, leaving every other byte as it was."""
-    order, buffer, ifd0, count = _first_ifd(tiff)
-    for index in range(count):
-        offset = ifd0 + 2 + 12 * index
-        tag, kind, n = struct.unpack_from(order + "HHI", buffer, offset)
-        if tag == _ORIENTATION_TAG and kind == 3 and n == 1:
-            struct.pack_into(order + "H", buffer, offset + 8, 1)
-    return bytes(buffer)
-
-
-def _drop_thumbnail(tiff: bytes) -> bytes:
-    """Unlink IFD1, the embedded preview: it shows the rainy input in the stored orientation.
-
-    Viewers would show that stale (and, once the pixels are rotated, wrongly turned) preview.
-    Every other byte keeps its offset; a thumbnail at the end of the block is cut off, one in the
-    middle is blanked with zeros.
-    """
-    order, buffer, ifd0, count = _first_ifd(tiff)
-    link = ifd0 + 2 + 12 * count
-    (ifd1,) = struct.unpack_from(order + "I", buffer, link)
-    if ifd1 == 0:
-        return tiff
-    struct.pack_into(order + "I", buffer, link, 0)
-    start = length = 0
-    with contextlib.suppress(struct.error):
-        (entries,) = struct.unpack_from(order + "H", buffer, ifd1)
-        for index in range(entries):
-            offset = ifd1 + 2 + 12 * index
-            tag, kind, _n = struct.unpack_from(order + "HHI", buffer, offset)
-            value_format = order + ("H" if kind == 3 else "I")
-            if tag in (0x0201, 0x0202):
-                (value,) = struct.unpack_from(value_format, buffer, offset + 8)
-                start, length = (value, length) if tag == 0x0201 else (start, value)
-    end = start + length
-    if length and 0 < start and end <= len(buffer):
-        if end == len(buffer):
-            del buffer[start:]
-        else:
-            buffer[start:end] = bytes(length)
-    return bytes(buffer)
-
-
 # ---------------------------------------------------------------------------------------------
 # writing
 
@@ -555,10 +434,10 @@ def encode_image(picture: Picture, rgb: np.ndarray, fmt: str, quality: int = 95)
     exif, icc = picture.exif, picture.icc_profile
 
     if spec.key == "tiff":
-        return _tiff_bytes(planes, icc=icc, exif=exif)
+        return tiff_bytes(planes, icc=icc, exif=exif)
     if spec.key == "png" and depth == 16 and planes.shape[2] > 1:
-        return _png_bytes(planes, icc=icc, exif=exif)
-    image = _pillow_image(planes)
+        return png_bytes(planes, icc=icc, exif=exif)
+    image = pillow_image(planes)
     options: dict[str, object] = {}
     if exif:
         options["exif"] = exif
@@ -585,97 +464,6 @@ def _alpha_to_depth(alpha: np.ndarray, depth: int) -> np.ndarray:
     if alpha.dtype == np.uint8:
         return alpha
     return ((alpha.astype(np.uint32) + 128) // 257).astype(np.uint8)
-
-
-def _pillow_image(planes: np.ndarray) -> Image.Image:
-    channels = planes.shape[2]
-    if planes.dtype == np.uint16:  # 16-bit single channel only reaches here
-        return Image.fromarray(np.ascontiguousarray(planes[:, :, 0]))
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
-    if channels == 1:
-        return Image.fromarray(np.ascontiguousarray(planes[:, :, 0]), mode="L")
-    return Image.fromarray(np.ascontiguousarray(planes), mode=mode)
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-
-def _png_bytes(planes: np.ndarray, *, icc: bytes | None, exif: bytes | None) -> bytes:
-    """A PNG of 1-4 channels of uint8/uint16 (Pillow cannot write 16-bit colour)."""
-    height, width, channels = planes.shape
-    depth = 16 if planes.dtype == np.uint16 else 8
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    big_endian = planes.astype(">u2" if depth == 16 else np.uint8)
-    rows = np.ascontiguousarray(big_endian).view(np.uint8).reshape(height, -1)
-    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
-    filtered[:, 0] = 2  # "Up" filter: photographs compress well and numpy does it in one step
-    filtered[0, 0] = 0
-    filtered[0, 1:] = rows[0]
-    filtered[1:, 1:] = rows[1:] - rows[:-1]  # uint8 arithmetic wraps modulo 256, as PNG wants
-    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
-    chunks = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header)]
-    if icc:
-        chunks.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
-    if exif:
-        chunks.append(_png_chunk(b"eXIf", _tiff_body(exif)))
-    chunks.append(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6)))
-    chunks.append(_png_chunk(b"IEND", b""))
-    return b"".join(chunks)
-
-
-def _tiff_bytes(planes: np.ndarray, *, icc: bytes | None, exif: bytes | None) -> bytes:
-    """A deflate-compressed TIFF of 1-4 channels of uint8/uint16, with ICC and full EXIF.
-
-    Pillow has no 16-bit colour mode, and its libtiff writer rejects EXIF sub-IFDs, so the IFD
-    is serialised with Pillow's EXIF writer (which lays out sub-IFDs and value offsets) and the
-    single strip follows it. Alpha is stored as unassociated (ExtraSamples = 2).
-    """
-    height, width, channels = planes.shape
-    depth = 16 if planes.dtype == np.uint16 else 8
-    samples = np.ascontiguousarray(planes.astype("<u2" if depth == 16 else np.uint8))
-    data = zlib.compress(samples.data)
-    ifd = Image.Exif()
-    ifd.endian = "<"
-    if exif:
-        source = Image.Exif()
-        source.load(exif)
-        _copy_metadata(source, ifd)
-    ifd[256] = width
-    ifd[257] = height
-    ifd[258] = (depth,) * channels
-    ifd[259] = 8  # Adobe deflate
-    ifd[262] = 2 if channels >= 3 else 1  # RGB / min-is-black
-    ifd[277] = channels
-    ifd[278] = height
-    ifd[279] = len(data)
-    ifd[284] = 1
-    ifd[339] = (1,) * channels
-    if channels in (2, 4):
-        ifd[338] = 2  # unassociated alpha
-    if icc:
-        ifd[34675] = icc
-    ifd[_ORIENTATION_TAG] = 1
-    ifd[273] = 0  # Pillow's IFD writer adds the end of the IFD data: the strip follows it
-    head = ifd.tobytes()[len(_EXIF_HEADER) :]
-    if not head.startswith(b"II*\x00"):
-        raise ValueError("expected a little-endian TIFF header")
-    (strip_offset,) = struct.unpack("<I", _tiff_tag_value(head, 273))
-    if strip_offset != len(head):
-        raise ValueError("TIFF strip offset does not follow the header")
-    return head + data
-
-
-def _tiff_tag_value(tiff: bytes, wanted: int) -> bytes:
-    """The 4-byte value field of a tag in IFD0 of a little-endian TIFF."""
-    (ifd0,) = struct.unpack_from("<I", tiff, 4)
-    (count,) = struct.unpack_from("<H", tiff, ifd0)
-    for index in range(count):
-        offset = ifd0 + 2 + 12 * index
-        if struct.unpack_from("<H", tiff, offset)[0] == wanted:
-            return tiff[offset + 8 : offset + 12]
-    raise ValueError(f"TIFF tag {wanted} missing")
 
 
 def write_image(

@@ -22,7 +22,6 @@ that the picture shows what the JSON says.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from derain_cli.config import SamplerConfig
 from derain_cli.errors import UsageError, WeightsError
 from derain_cli.sampling import block_match, grid_shape, random_indices
+from derain_cli.tensors import from_model_range, pixels_to_tensor, tensor_to_pixels, to_model_range
 from derain_cli.weights_registry import load_registry
 
 DEFAULT_MAX_SIDE = 512
@@ -147,10 +147,6 @@ def _at_search_size(layer: np.ndarray, shape: tuple[int, ...], scale: float) -> 
     return layer if layer.shape == shape else resize_for_search(layer, scale)
 
 
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-
-
 def _query_indices(
     points: list[tuple[int, int]] | None,
     count: int,
@@ -233,11 +229,11 @@ def inspect_image(
     _, neg_img = layers.negative_layer
     try:
         near_i, _ = block_match(
-            _to_tensor(pos_img), q_tensor, patch=patch, stride=stride, k=k,
+            pixels_to_tensor(pos_img), q_tensor, patch=patch, stride=stride, k=k,
             window=cfg.window, exclude_overlap=cfg.exclude_overlap,
         )  # fmt: skip
         far_i, _ = block_match(
-            _to_tensor(neg_img), q_tensor, patch=patch, stride=stride, k=k, farthest=True,
+            pixels_to_tensor(neg_img), q_tensor, patch=patch, stride=stride, k=k, farthest=True,
             window=cfg.window,
         )  # fmt: skip
     except ValueError as exc:
@@ -293,15 +289,11 @@ def decompose(
     The generators work in [-1, 1]: ``B' = G_B(2 O - 1)``, ``R' = G_R(2 O - 1)`` with
     ``B' + R' = O'`` during training, so in image units ``B = (B' + 1) / 2`` and ``R = R' / 2``.
     """
-    x = _to_tensor(rgb) * 2.0 - 1.0
+    x = to_model_range(rgb)
     with torch.inference_mode():
-        b = ((g_b(x) + 1.0) / 2.0).clamp(0.0, 1.0)
-        r = g_r(x) / 2.0 if g_r is not None else None
-
-    def image(t: torch.Tensor) -> np.ndarray:
-        return t[0].permute(1, 2, 0).float().numpy().astype(np.float32)
-
-    return image(b), (image(r) if r is not None else None)
+        b = from_model_range(g_b(x))
+        r = tensor_to_pixels(g_r(x) / 2.0) if g_r is not None else None
+    return b, r
 
 
 def rain_weights_beside(spec: str) -> Path | str | None:
@@ -451,8 +443,6 @@ def _draw_query_boxes(draw: Any, inspection: Inspection, boxes: list[Box]) -> No
 
 
 def png_bytes(inspection: Inspection) -> bytes:
-    from PIL import Image
+    from derain_cli import codecs
 
-    buffer = io.BytesIO()
-    Image.fromarray(render(inspection)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return codecs.png_bytes(render(inspection))

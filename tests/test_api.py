@@ -96,3 +96,16 @@ def test_bad_inputs_and_weights_are_refused(derainer: Derainer, tmp_path: Path) 
         Derainer.from_pretrained(tmp_path / "missing.safetensors")
     with pytest.raises(WeightsError, match="G_R"):
         Derainer.from_pretrained("nlcl-cpu-v1-rain")
+
+
+def test_tensor_conversions_round_trip_and_never_write_into_the_input() -> None:
+    from derain_cli.tensors import from_model_range, pixels_to_tensor, to_model_range
+
+    rgb = np.random.default_rng(2).random((5, 7, 3)).astype(np.float32)
+    before = rgb.copy()
+    model = to_model_range(rgb)
+    assert model.shape == (1, 3, 5, 7) and float(model.min()) >= -1.0
+    assert np.allclose(from_model_range(model), rgb, atol=1e-6)
+    assert np.array_equal(rgb, before)
+    assert np.allclose(pixels_to_tensor((rgb * 255).astype(np.uint8)).numpy()[0, 0],
+                       np.rint(rgb[..., 0] * 255 - 0.5 + 0.5) / 255, atol=1 / 255)  # fmt: skip

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from derain_cli import imaging
+from derain_cli import codecs, imaging
 from derain_cli.errors import ImageError, UsageError
 from derain_cli.imaging import (
     DEFAULT_MAX_MEGAPIXELS,
@@ -159,7 +159,7 @@ def test_exif_thumbnail_of_the_rainy_input_is_dropped(tail: bytes) -> None:
 def test_orientation_applied_to_16_bit_and_alpha() -> None:
     array = images.pixels16(3, 5, 4)
     image_exif = images.exif_bytes(orientation=8)
-    data = imaging._png_bytes(array, icc=None, exif=image_exif)
+    data = codecs.png_bytes(array, icc=None, exif=image_exif)
     picture = read_image(data)
     assert picture.rgb.shape == (5, 3, 3) and picture.bit_depth == 16
     np.testing.assert_array_equal(picture.alpha, np.rot90(array[:, :, 3]))
@@ -278,7 +278,7 @@ def test_16_bit_gray_round_trip() -> None:
 
 def test_16_bit_gray_alpha_png() -> None:
     source = images.pixels16(6, 7, 2, seed=9)
-    picture = read_image(imaging._png_bytes(source, icc=None, exif=None))
+    picture = read_image(codecs.png_bytes(source, icc=None, exif=None))
     assert picture.grayscale and picture.bit_depth == 16
     np.testing.assert_array_equal(picture.alpha, source[:, :, 1])
     np.testing.assert_array_equal(np.rint(picture.rgb[:, :, 0] * 65535), source[:, :, 0])
@@ -294,7 +294,7 @@ def test_16_bit_gray_alpha_png() -> None:
 def test_tiff_orientation_applied_once(sixteen: bool) -> None:
     """Pillow rotates 8-bit TIFFs while loading; the 16-bit (OpenCV) path must rotate too."""
     stored = images.pixels16(3, 5, 3) if sixteen else images.pixels8(3, 5)
-    data = images.set_tiff_orientation(imaging._tiff_bytes(stored, icc=None, exif=None), 6)
+    data = images.set_tiff_orientation(codecs.tiff_bytes(stored, icc=None, exif=None), 6)
     picture = read_image(data)
     top = 65535 if sixteen else 255
     np.testing.assert_array_equal(np.rint(picture.rgb * top), np.rot90(stored, k=-1))

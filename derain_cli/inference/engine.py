@@ -71,6 +71,7 @@ from derain_cli.inference.tiling import (
     strip_tiles,
     with_halo,
 )
+from derain_cli.tensors import from_model_range, to_model_range
 
 #: Largest automatic tile on CPU: bigger tiles only grow the working set, they are not faster.
 CPU_MAX_TILE = 1024
@@ -152,18 +153,6 @@ def auto_tile(height: int, width: int, device: torch.device, per_pixel: int) -> 
 MIN_SIDE = 8
 #: Smallest tile side, in cells, when a cell network is streamed (below it the halo dominates).
 MIN_CELL_TILE = 16
-
-
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """H x W x 3 float [0, 1] -> 1 x 3 x H x W float32 in [-1, 1] (the authors' convention)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
-    return tensor.permute(2, 0, 1).unsqueeze(0).mul(2.0).sub(1.0)
-
-
-def _to_image(tensor: torch.Tensor) -> np.ndarray:
-    """1 x 3 x H x W in [-1, 1] (any dtype/device) -> H x W x 3 float32 in [0, 1], clipped."""
-    out = tensor.float().add(1.0).mul(0.5).clamp_(0.0, 1.0)
-    return out[0].permute(1, 2, 0).cpu().numpy().astype(np.float32, copy=False)
 
 
 class Derainer:
@@ -299,7 +288,7 @@ class Derainer:
         with self._lock, torch.inference_mode():
             tile = self.tile_for(height, width)
             if tile == 0:
-                return _to_image(self.module(self._device_tensor(_to_tensor(rgb))))
+                return from_model_range(self.module(self._device_tensor(to_model_range(rgb))))
             if self.needs_statistics or (self.cells is not None and self.stream_plan):
                 return self._run_streamed(rgb, tile)
             return self._run_feathered(rgb, tile)
@@ -316,8 +305,8 @@ class Derainer:
         boxes = plan_tiles(height, width, tile, min(self.overlap, tile // 4))
         blender = Blender(height, width, 3, boxes)
         for box in boxes:
-            piece = self.module(self._device_tensor(_to_tensor(rgb[box.slices])))
-            blender.add(box, _to_image(piece))
+            piece = self.module(self._device_tensor(to_model_range(rgb[box.slices])))
+            blender.add(box, from_model_range(piece))
         return blender.result()
 
     def _run_streamed(self, rgb: np.ndarray, tile: int) -> np.ndarray:
@@ -327,14 +316,16 @@ class Derainer:
                 f"cannot tile architecture {self.arch!r} exactly ({self.unsupported_reason}); "
                 "use --tile 0"
             )
-        image = _to_tensor(rgb)
+        image = to_model_range(rgb)
         if self.cells is not None:
             # Rearrange on the host (lossless), stream gen over the cells, rearrange back.
             cells = self.cells.to_cells(image)
             tile = max(MIN_CELL_TILE, tile // self.cells.factor)
             out = self._stream(plan, cells.to(self.dtype), tile).float()
-            return _to_image(self._from_cells_in_strips(image, out, tile * self.cells.factor))
-        return _to_image(self._stream(plan, image.to(self.dtype), tile))
+            return from_model_range(
+                self._from_cells_in_strips(image, out, tile * self.cells.factor)
+            )
+        return from_model_range(self._stream(plan, image.to(self.dtype), tile))
 
     def _from_cells_in_strips(
         self, image: torch.Tensor, out: torch.Tensor, tile: int

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from derain_cli.atomic import atomic_open
+from derain_cli.atomic import atomic_write_bytes
 
 GRID_COLUMNS = ("rainy O", "B = G_B(O)", "R = G_R(O)", "clean (unpaired)")
 
@@ -58,10 +58,10 @@ _LABEL_BAND = 14
 
 
 def save_png(path: Path, image: np.ndarray | Image.Image) -> None:
-    """Atomic PNG write."""
-    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    with atomic_open(path) as handle:
-        picture.save(handle, format="PNG")
+    """Atomic PNG write (the project's one PNG writer, :func:`derain_cli.codecs.png_bytes`)."""
+    from derain_cli.codecs import png_bytes
+
+    atomic_write_bytes(path, png_bytes(np.asarray(image)))
 
 
 def loss_curves(
