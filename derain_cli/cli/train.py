@@ -234,8 +234,9 @@ def _run(
     overrides: list[str],
     flags: Mapping[str, Any],
 ) -> None:
-    from derain_cli.config import NLCLConfig, parse_override
+    from derain_cli.config import NLCLConfig
     from derain_cli.errors import UsageError
+    from derain_cli.toml_text import parse_override
 
     changes = dict(parse_override(text) for text in overrides)
     changes |= {k: v for k, v in flags.items() if v is not None}
