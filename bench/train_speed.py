@@ -32,7 +32,7 @@ from authors_sampler import time_authors  # noqa: E402
 from derain_cli.config import NLCLConfig  # noqa: E402
 from derain_cli.runtime import resolve_dtype  # noqa: E402
 from derain_cli.sampling import block_match, grid_shape, random_indices  # noqa: E402
-from derain_cli.train.loop import build_objective  # noqa: E402
+from derain_cli.train.setup import build_objective  # noqa: E402
 from derain_cli.train.step import StepParts, train_step  # noqa: E402
 
 AUTHORS_CALLS_PER_IMAGE = 4

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from derain_cli.cli.app import app
 from derain_cli.config import NLCLConfig, TrainConfig
-from derain_cli.toml_text import dumps_toml, parse_override
 from derain_cli.errors import UsageError
 from derain_cli.nets.registry import build_generator
+from derain_cli.toml_text import dumps_toml, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 

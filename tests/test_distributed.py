@@ -15,7 +15,8 @@ from derain_cli.runtime import resolve_device
 from derain_cli.train.checkpoint import load_checkpoint
 from derain_cli.train.distributed import DistContext, average_gradients
 from derain_cli.train.launch import run
-from derain_cli.train.loop import build_objective, read_metrics
+from derain_cli.train.run_folder import read_metrics
+from derain_cli.train.setup import build_objective
 
 
 def test_ranks_split_the_global_batch_exactly() -> None:

@@ -29,14 +29,9 @@ from derain_cli.config import NLCLConfig
 from derain_cli.data import scan_folders
 from derain_cli.errors import UsageError
 from derain_cli.train.checkpoint import load_checkpoint
-from derain_cli.train.loop import (
-    Hooks,
-    TrainingDiverged,
-    build_objective,
-    loader_workers,
-    read_metrics,
-    train,
-)
+from derain_cli.train.loop import Hooks, TrainingDiverged, train
+from derain_cli.train.run_folder import read_metrics
+from derain_cli.train.setup import build_objective, loader_workers
 from derain_cli.train.step import StepParts, train_step
 
 runner = CliRunner()

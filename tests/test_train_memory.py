@@ -12,7 +12,8 @@ from derain_cli.config import NLCLConfig
 from derain_cli.data import scan_folders
 from derain_cli.errors import UsageError
 from derain_cli.train import memory
-from derain_cli.train.loop import build_objective, train
+from derain_cli.train.loop import train
+from derain_cli.train.setup import build_objective
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]

@@ -249,7 +249,7 @@ def _run(
         raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
     saved = _saved_config(out, resume)
     if saved is not None:
-        from derain_cli.train.loop import check_resume_config
+        from derain_cli.train.setup import check_resume_config
 
         requested = resolved(NLCLConfig.load(config_file)) if config_file else resolved(saved)
         check_resume_config(saved, requested)
@@ -311,7 +311,7 @@ def _saved_config(out: Path | None, resume: bool) -> Any:
     from derain_cli.config import NLCLConfig
     from derain_cli.errors import UsageError
     from derain_cli.train.checkpoint import load_checkpoint
-    from derain_cli.train.loop import RunPaths
+    from derain_cli.train.run_folder import RunPaths
 
     if out is None:
         return None

@@ -68,7 +68,8 @@ def export_run(
     the run itself (where training would write them too). Returns (G_B path, G_R path, step).
     """
     from derain_cli.train.checkpoint import load_checkpoint
-    from derain_cli.train.loop import RunPaths, build_objective
+    from derain_cli.train.run_folder import RunPaths
+    from derain_cli.train.setup import build_objective
 
     paths = RunPaths(Path(run_dir))
     if not paths.checkpoint.is_file():
