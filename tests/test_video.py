@@ -300,3 +300,20 @@ def test_cli_shows_frames_with_fps_on_a_terminal(
     assert result.exit_code == 0, result.output
     shown = screen.getvalue()
     assert "clip.mp4" in shown and "8/8" in shown and "frames" in shown and "fps" in shown
+
+
+def test_odd_sized_rgb_video_is_encoded_full_chroma_with_a_yuv_matrix(tmp_path: Path) -> None:
+    """PNG-in-MOV, 65x49 RGB: 4:2:0 cannot hold odd sizes, and the "RGB" matrix tag must not be
+    copied onto YUV planes (players would read them as GBR: wrong colours)."""
+    import av
+
+    src = make_video(tmp_path / "odd.mov", frames=3, size=(49, 65), audio=False, codec="png",
+                     pix_fmt="rgb24")  # fmt: skip
+    derain_video(src, tmp_path / "out.mov", lambda rgb: rgb, LOSSLESS)
+    after = probe(tmp_path / "out.mov")
+    assert (after.width, after.height, after.frames) == (65, 49, 3)
+    assert after.pix_fmt.startswith(("yuv444p", "yuvj444p"))
+    with av.open(str(tmp_path / "out.mov")) as container:
+        assert next(container.decode(video=0)).colorspace != 0  # not "RGB"
+    for a, b in zip(decoded_frames(src), decoded_frames(tmp_path / "out.mov"), strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.5

@@ -277,26 +277,21 @@ def _run(
     if upscaled is not None:
         err_console.print(f"derain train: note: {upscaled}", markup=False)
     result = run(requested, folders, out, resume=resume, progress=RichProgress)
+    again = " ".join(
+        shlex.quote(str(part))
+        for part in ("derain", "train", data, *(("--clean", clean) if clean else ()), "--out", out)
+    )
     if result.interrupted:
-        again = " ".join(
-            shlex.quote(str(part))
-            for part in ("derain", "train", data, *(("--clean", clean) if clean else ()))
-        )
         err_console.print(
             f"derain train: interrupted at step {result.step}; checkpoint saved in {out}. "
-            f"Continue with: {again} --out {shlex.quote(str(out))} --resume",
+            f"Continue with: {again} --resume",
             markup=False,
         )
         raise typer.Exit(128 + int(result.stop_signal or signal.SIGINT))
     if result.time_limited:
-        again = " ".join(
-            shlex.quote(str(part))
-            for part in ("derain", "train", data, *(("--clean", clean) if clean else ()))
-        )
         err_console.print(
             f"derain train: time limit reached at step {result.step}/{result.total_steps}; "
-            f"checkpoint saved, weights so far: {result.weights}. "
-            f"Continue with: {again} --out {shlex.quote(str(out))} --resume",
+            f"checkpoint saved, weights so far: {result.weights}. Continue with: {again} --resume",
             markup=False,
         )
         return

@@ -198,6 +198,7 @@ class VideoSink:
         self.error: BaseException | None = (
             None  # set by the thread that writes, raised by its owner
         )
+        self.colorspace = UNSPECIFIED  # the output's YUV matrix, set by open()
 
     def open(self, info: StreamInfo, target: Path) -> None:
         """Create the output at ``target`` (a temporary name) with all its streams."""
@@ -212,11 +213,13 @@ class VideoSink:
                 codec, rate=info.rate, options=self.encoder.options_for(codec)
             )
             stream.width, stream.height = info.width, info.height
-            stream.pix_fmt = _pixel_format(stream.codec_context.codec, info.pix_fmt)
+            stream.pix_fmt = _pixel_format(
+                stream.codec_context.codec, info.pix_fmt, info.width, info.height
+            )
             stream.time_base = info.time_base
             stream.codec_context.time_base = info.time_base
             stream.codec_context.color_range = info.color_range
-            stream.codec_context.colorspace = info.colorspace
+            stream.codec_context.colorspace = self.colorspace = _yuv_matrix(info.colorspace)
             stream.codec_context.color_primaries = info.color_primaries
             stream.codec_context.color_trc = info.color_trc
             if info.sample_aspect_ratio:
@@ -248,14 +251,20 @@ class VideoSink:
         picture = av.VideoFrame.from_ndarray(stored, format=info.rgb_format)
         picture = picture.reformat(
             format=self.stream.pix_fmt,
-            dst_colorspace=info.colorspace or None,
+            dst_colorspace=self.colorspace or None,
             dst_color_range=info.color_range or None,
             dst_color_trc=info.color_trc or None,
             dst_color_primaries=info.color_primaries or None,
         )
         picture.pts = self._next_pts(frame, info)
         picture.time_base = info.time_base
-        self._mux(self.stream.encode(picture))
+        try:
+            packets = self.stream.encode(picture)
+        except av.error.FFmpegError as exc:
+            name = self.stream.codec_context.name
+            reason = f"cannot encode {info.width}x{info.height} {self.stream.pix_fmt} with {name}"
+            raise VideoError(self.path, f"{reason} ({ffmpeg_reason(exc)})") from None
+        self._mux(packets)
         self.frames += 1
 
     def _next_pts(self, frame: Frame, info: StreamInfo) -> int:
@@ -297,12 +306,28 @@ class VideoSink:
             container.close()
 
 
-def _pixel_format(codec: Any, wanted: str) -> str:
-    """The input's pixel format if the encoder takes it, else 4:2:0 (what players expect)."""
+#: FFmpeg's colour matrices: RGB (planar GBR, no matrix), unspecified, BT.601 (SMPTE 170M).
+RGB_MATRIX, UNSPECIFIED, SMPTE170M = 0, 2, 6
+
+
+def _yuv_matrix(source: int) -> int:
+    """The output's matrix: the input's (unspecified stays unspecified, so players treat input and
+    output alike), or BT.601 for RGB sources, which are converted with BT.601: copying their
+    "RGB" tag onto YUV planes would make players read them as GBR."""
+    return SMPTE170M if source == RGB_MATRIX else source
+
+
+def _pixel_format(codec: Any, wanted: str, width: int, height: int) -> str:
+    """The input's pixel format if the encoder takes it, else 4:2:0 (what players expect), or
+    4:4:4 when the size is odd (chroma subsampling needs even sides)."""
     names = [f.name for f in (codec.video_formats or ())]
     if not names or wanted in names:
         return wanted
-    for fallback in ("yuv420p10le" if "10" in wanted else "yuv420p", "yuv420p"):
+    deep = "10" in wanted or "12" in wanted or "16" in wanted or "48" in wanted
+    even = width % 2 == 0 and height % 2 == 0
+    subsampled = ("yuv420p10le", "yuv420p") if deep else ("yuv420p",)
+    full = ("yuv444p10le", "yuv444p") if deep else ("yuv444p",)
+    for fallback in (*(subsampled if even else ()), *full, "yuv420p"):
         if fallback in names:
             return fallback
     return names[0]
