@@ -14,9 +14,17 @@ class DerainError(Exception):
 
 
 class UsageError(DerainError):
-    """Bad invocation: options, devices, precisions, paths that cannot work (exit 2)."""
+    """Bad invocation: options, devices, precisions, paths that cannot work (exit 2).
+
+    ``option`` names the setting at fault as the library calls it (``tile``, ``skip_existing``);
+    a message that starts with it is shown by the CLI with the flag (``--tile 1: ...``).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class WeightsError(UsageError):

@@ -233,7 +233,7 @@ def plan(
         )
     skipped = 0
     if limit is not None and limit < 1:
-        raise UsageError(f"--limit {limit}: must be at least 1")
+        raise UsageError(f"limit {limit}: must be at least 1", option="limit")
     if limit is not None and limit <= len(items):
         # --limit selects the first N pairs by stem: stems sorting after the last of them were
         # not looked at, so their problems (e.g. no prediction yet) are not reported.

@@ -167,7 +167,9 @@ def _query_indices(
             out.append(r * cols + c)
         return out
     if count > rows * cols:
-        raise UsageError(f"--queries {count}: the image has only {rows * cols} patch positions")
+        raise UsageError(
+            f"queries {count}: the image has only {rows * cols} patch positions", option="queries"
+        )
     generator = torch.Generator().manual_seed(seed)
     return [int(i) for i in random_indices(1, rows * cols, count, generator=generator)[0]]
 
@@ -195,7 +197,7 @@ def inspect_image(
     if stride is None:
         stride = max(1, round(patch * cfg.stride / cfg.patch))
     if patch < 2 or stride < 1 or k < 1 or queries < 1:
-        raise UsageError("--patch must be >= 2 and --k, --queries >= 1")
+        raise UsageError("patch must be >= 2, and k and queries >= 1", option="patch")
     h, w = rgb.shape[:2]
     for x, y in at or []:
         # In-image points snap to the nearest grid position; points outside it are refused
@@ -237,7 +239,7 @@ def inspect_image(
             window=cfg.window,
         )  # fmt: skip
     except ValueError as exc:
-        raise UsageError(f"{name or 'image'}: {exc}; try a smaller --k or --patch") from None
+        raise UsageError(f"{name or 'image'}: {exc}; try a smaller k or patch") from None
 
     cols = grid[1]
 

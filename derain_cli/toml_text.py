@@ -22,7 +22,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     """
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise UsageError(f"--set {text!r}: expected SECTION.KEY=VALUE")
+        raise UsageError(f"set {text!r}: expected SECTION.KEY=VALUE", option="set")
     try:
         value = toml_loads(f"v = {raw.strip()}")["v"]
     except Exception:

@@ -26,7 +26,7 @@ from typer.testing import CliRunner, Result
 
 from derain_cli.cli import run as run_cli
 from derain_cli.cli.app import app, route
-from derain_cli.errors import WeightsError
+from derain_cli.errors import UsageError, WeightsError
 from derain_cli.imaging import DEFAULT_MAX_MEGAPIXELS, read_image
 from derain_cli.inference import batch, engine
 from derain_cli.nets.registry import build_generator
@@ -578,3 +578,17 @@ def test_bundled_example_image(tmp_path: Path, weights_file: Path) -> None:
     regenerated = make(tmp_path / "again.jpg")
     again = np.asarray(Image.open(regenerated), dtype=np.float32)
     assert np.abs(again - committed).mean() < 1.0, "make_example.py no longer makes the example"
+
+
+def test_library_errors_name_settings_and_the_cli_shows_flags(tmp_path: Path) -> None:
+    """The library says "tile 1: ..."; the command line says "--tile 1: ..."."""
+    from derain_cli.inference.tiling import check_tile
+
+    with pytest.raises(UsageError, match=r"^tile 1: too small") as caught:
+        check_tile(1)
+    assert caught.value.option == "tile"
+    photo(tmp_path / "a.png")
+    result = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--tile", "1")
+    assert result.exit_code == 2 and "--tile 1: too small" in result.stderr
+    suffix = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "out/"), "--suffix", "x/y")
+    assert suffix.exit_code == 2 and "--suffix 'x/y': must not contain" in suffix.stderr

@@ -193,7 +193,7 @@ def test_encoder_failure_leaves_nothing(tmp_path: Path) -> None:
     [
         (Encoder("no-such-codec"), "no such video encoder"),
         (Encoder("aac"), "audio encoder, not video"),
-        (Encoder("ffv1", crf=10), "--crf does not apply"),
+        (Encoder("ffv1", crf=10), "crf does not apply"),
         (Encoder(crf=60), "out of range"),
     ],
 )
@@ -224,7 +224,7 @@ def test_plan_mixes_images_and_videos_and_videos_keep_their_container(tmp_path: 
         ("clip.mp4", "-", "auto", "cannot be written to stdout"),
         ("clip.mp4", "clean.png", "auto", "is a video; name the output"),
         ("photo.jpg", "clean.mp4", "auto", "is not a video"),
-        ("clip.mp4", "clean.mp4", "png", "--format png is for images"),
+        ("clip.mp4", "clean.mp4", "png", "format png: is for images"),
     ],
 )
 def test_plan_refuses_video_nonsense(

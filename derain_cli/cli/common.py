@@ -27,6 +27,15 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def cli_text(exc: DerainError) -> str:
+    """The message as a command-line user reads it: the setting at fault becomes its flag."""
+    text = str(exc)
+    option = getattr(exc, "option", None)
+    if option and text.startswith(option):
+        return "--" + option.replace("_", "-") + text[len(option) :]
+    return text
+
+
 @contextlib.contextmanager
 def user_errors(debug: bool = False) -> Iterator[None]:
     """Turn :class:`DerainError` into a one-line message and its exit code.
@@ -38,4 +47,4 @@ def user_errors(debug: bool = False) -> Iterator[None]:
     except DerainError as exc:
         if debug:
             err_console.print_exception()
-        raise fail(str(exc), exc.exit_code) from None
+        raise fail(cli_text(exc), exc.exit_code) from None

@@ -42,4 +42,5 @@ def check_device(device: str, precision: str) -> None:
     try:
         runtime.resolve_dtype(precision, runtime.resolve_device(device))
     except UsageError as exc:
-        raise UsageError(f"--{exc}") from None
+        word = "device" if str(exc).startswith("device") else "precision"
+        raise UsageError(str(exc), option=word) from None

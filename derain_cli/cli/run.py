@@ -174,6 +174,8 @@ def command(
         from derain_cli.video.pipeline import VideoOptions
         from derain_cli.video.temporal import TemporalSettings
 
+        if skip_existing and overwrite:
+            raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
         check_tile(tile)
         check_device(device, precision.value)
         encoder = Encoder(codec, crf)

@@ -202,7 +202,7 @@ def command(
             try:
                 limit_s = parse_duration(time_limit)
             except UsageError as exc:
-                raise UsageError(f"--time-limit: {exc}") from None
+                raise UsageError(f"time_limit: {exc}", option="time_limit") from None
         _run(
             data=data,
             clean=clean,

@@ -185,9 +185,11 @@ class Derainer:
         if not isinstance(module, nn.Module):
             raise TypeError(f"expected LoadedWeights or nn.Module, got {type(weights).__name__}")
         if tile is not None and tile < 0:
-            raise UsageError(f"--tile {tile}: must be 0 (off) or a positive number of pixels")
+            raise UsageError(
+                f"tile {tile}: must be 0 (off) or a positive number of pixels", option="tile"
+            )
         if overlap < 0:
-            raise UsageError(f"--overlap {overlap}: must be >= 0")
+            raise UsageError(f"overlap {overlap}: must be >= 0", option="overlap")
         if host_memory is not None and host_memory < 0:
             raise UsageError(f"host memory budget {host_memory}: must be >= 0 bytes")
         self.device = runtime.resolve_device(device)

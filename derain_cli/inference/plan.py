@@ -92,11 +92,15 @@ def plan_jobs(
     that cannot be read; they are skipped.
     """
     if fmt not in FORMAT_CHOICES:
-        raise UsageError(f"unknown --format {fmt!r} (choose from {', '.join(FORMAT_CHOICES)})")
+        raise UsageError(
+            f"format {fmt!r}: unknown (choose from {', '.join(FORMAT_CHOICES)})", option="format"
+        )
     if skip_existing and overwrite:
-        raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
+        raise UsageError(
+            "skip_existing and overwrite exclude each other; pick one", option="skip_existing"
+        )
     if os.sep in suffix or "/" in suffix:
-        raise UsageError(f"--suffix {suffix!r} must not contain a path separator")
+        raise UsageError(f"suffix {suffix!r}: must not contain a path separator", option="suffix")
 
     unique = _unique_sources([sources] if isinstance(sources, str) else list(sources))
     if not unique:
@@ -276,7 +280,10 @@ def _video_file_job(path: Path, dest: Path, fmt: str) -> Job:
         known = ", ".join(sorted(VIDEO_SUFFIXES))
         raise UsageError(f"{dest}: {path} is a video; name the output {known}")
     if fmt != "auto":
-        raise UsageError(f"--format {fmt} is for images; {path} is a video (it keeps a container)")
+        raise UsageError(
+            f"format {fmt}: is for images; {path} is a video (it keeps a container)",
+            option="format",
+        )
     container_for(dest)
     return Job(path, dest, VIDEO)
 
@@ -296,7 +303,7 @@ def _format_for_file(dest: Path, fmt: str) -> str:
             )
         return by_suffix
     if by_suffix is not None and by_suffix != fmt:
-        raise UsageError(f"{dest}: --format {fmt} contradicts the file suffix {dest.suffix}")
+        raise UsageError(f"{dest}: the format {fmt} contradicts the file suffix {dest.suffix}")
     return fmt
 
 

@@ -33,11 +33,12 @@ MIN_TILE = 64
 
 
 def check_tile(tile: int | None) -> None:
-    """Refuse a ``--tile`` below :data:`MIN_TILE` (None = automatic and 0 = off are fine)."""
+    """Refuse a tile side below :data:`MIN_TILE` (None = automatic and 0 = off are fine)."""
     if tile is not None and 0 < tile < MIN_TILE:
         raise UsageError(
-            f"--tile {tile}: too small; tiles are at least {MIN_TILE} pixels (below that the "
-            "context read around each tile dominates and a run takes hours); 0 disables tiling"
+            f"tile {tile}: too small; tiles are at least {MIN_TILE} pixels (below that the "
+            "context read around each tile dominates and a run takes hours); 0 disables tiling",
+            option="tile",
         )
 
 

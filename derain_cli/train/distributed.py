@@ -55,7 +55,9 @@ def under_launcher() -> bool:
 def check_gpus(device: torch.device, gpus: int) -> None:
     """Refuse more CUDA ranks than devices (CPU ranks are just processes)."""
     if device.type == "cuda" and gpus > torch.cuda.device_count():
-        raise UsageError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) here")
+        raise UsageError(
+            f"gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) here", option="gpus"
+        )
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@
 
 Nothing here imports PyAV at module level: the planner asks :func:`is_video_name` for every file
 of a folder, and a batch of photos should not pay for FFmpeg. :func:`check_encoder` does import it,
-once, before any work starts, so a misspelt ``--codec`` fails like any other bad option.
+once, before any work starts, so a misspelt codec fails like any other bad option.
 """
 
 from __future__ import annotations
@@ -81,15 +81,22 @@ def check_encoder(encoder: Encoder) -> None:
             codec = av.codec.Codec(encoder.codec, "w")
         except Exception:  # PyAV raises UnknownCodecError, a ValueError subclass
             raise UsageError(
-                f"--codec {encoder.codec!r}: no such video encoder in this FFmpeg "
-                "(try libx264, libx265, libvpx-vp9, mpeg4 or ffv1)"
+                f"codec {encoder.codec!r}: no such video encoder in this FFmpeg "
+                "(try libx264, libx265, libvpx-vp9, mpeg4 or ffv1)",
+                option="codec",
             ) from None
         if codec.type != "video":
-            raise UsageError(f"--codec {encoder.codec!r} is a {codec.type} encoder, not video")
+            raise UsageError(
+                f"codec {encoder.codec!r}: a {codec.type} encoder, not video", option="codec"
+            )
     if encoder.crf is None:
         return
     if encoder.codec is not None and encoder.codec not in _CRF_RANGE:
-        raise UsageError(f"--crf does not apply to --codec {encoder.codec} (it has no CRF mode)")
+        raise UsageError(
+            f"crf does not apply to codec {encoder.codec} (it has no CRF mode)", option="crf"
+        )
     top = _CRF_RANGE.get(encoder.codec or DEFAULT_CODEC, 51)
     if not 0 <= encoder.crf <= top:
-        raise UsageError(f"--crf {encoder.crf} is out of range for this codec (0 to {top})")
+        raise UsageError(
+            f"crf {encoder.crf}: out of range for this codec (0 to {top})", option="crf"
+        )
