@@ -317,3 +317,12 @@ def test_odd_sized_rgb_video_is_encoded_full_chroma_with_a_yuv_matrix(tmp_path: 
         assert next(container.decode(video=0)).colorspace != 0  # not "RGB"
     for a, b in zip(decoded_frames(src), decoded_frames(tmp_path / "out.mov"), strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.5
+
+
+def test_a_stream_the_output_container_cannot_hold_is_dropped_with_a_note(tmp_path: Path) -> None:
+    """AAC audio cannot go into WebM: the video is still written, and the user is told."""
+    src = make_video(tmp_path / "clip.mp4", frames=4)
+    summary = derain_video(src, tmp_path / "out.webm", lambda rgb: rgb)
+    after = probe(tmp_path / "out.webm")
+    assert after.frames == 4 and after.codec == "vp9" and after.audio_samples == 0
+    assert summary.notes == ["the output container cannot hold: audio (aac); not copied"]

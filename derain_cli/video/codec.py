@@ -199,6 +199,7 @@ class VideoSink:
             None  # set by the thread that writes, raised by its owner
         )
         self.colorspace = UNSPECIFIED  # the output's YUV matrix, set by open()
+        self.unfit: list[str] = []  # remuxed streams the output container cannot hold
 
     def open(self, info: StreamInfo, target: Path) -> None:
         """Create the output at ``target`` (a temporary name) with all its streams."""
@@ -229,6 +230,10 @@ class VideoSink:
             stream.metadata.update(self.source.video.metadata)
             self.stream = stream
             for template in self.source.remuxed:
+                name = template.codec_context.name
+                if name not in out.supported_codecs:  # e.g. AAC into WebM, mov_text into MKV
+                    self.unfit.append(f"{template.type} ({name})")
+                    continue
                 copy = out.add_stream_from_template(template)
                 copy.metadata.update(template.metadata)
                 copy.disposition = template.disposition

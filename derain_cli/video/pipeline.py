@@ -137,7 +137,8 @@ def derain_video(
                 sink.close()
             if sink.error is not None:  # the encoder thread failed: nothing is kept
                 raise sink.error
-        return VideoSummary(sink.frames, megapixels, time.perf_counter() - start, _notes(video))
+        notes = _notes(video, sink.unfit)
+        return VideoSummary(sink.frames, megapixels, time.perf_counter() - start, notes)
     finally:
         video.close()
 
@@ -179,7 +180,10 @@ def _encode(sink: VideoSink, target: Path, pipe: _Pipe) -> None:
         pipe.stop.set()
 
 
-def _notes(video: VideoSource) -> list[str]:
-    if not video.dropped_kinds:
-        return []
-    return [f"not copied to the output: {', '.join(video.dropped_kinds)} stream(s)"]
+def _notes(video: VideoSource, unfit: list[str]) -> list[str]:
+    notes = []
+    if video.dropped_kinds:
+        notes.append(f"not copied to the output: {', '.join(video.dropped_kinds)} stream(s)")
+    if unfit:
+        notes.append(f"the output container cannot hold: {', '.join(unfit)}; not copied")
+    return notes
