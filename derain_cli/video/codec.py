@@ -68,6 +68,11 @@ class StreamInfo:
     def rgb_format(self) -> str:
         return "rgb48le" if self.bits > 8 else "rgb24"
 
+    @property
+    def top(self) -> float:
+        """The largest RGB sample value frames are converted at (16-bit RGB above 8 bits)."""
+        return 65535.0 if self.bits > 8 else 255.0
+
 
 def _turns(rotation: int) -> int:
     """Quarter turns (counter-clockwise) that bring a stored frame upright."""
@@ -150,8 +155,7 @@ class VideoSource:
             src_colorspace=info.colorspace or None,
             src_color_range=info.color_range or None,
         )
-        scale = 65535.0 if info.bits > 8 else 255.0
-        rgb = np.rot90(pixels, _turns(info.rotation)).astype(np.float32) / scale
+        rgb = np.rot90(pixels, _turns(info.rotation)).astype(np.float32) / info.top
         return Frame(np.ascontiguousarray(rgb), frame.pts, index)
 
     def _read_info(self, frame: av.VideoFrame) -> StreamInfo:
@@ -249,9 +253,8 @@ class VideoSink:
 
         info = self.source.info
         assert self.container is not None and info is not None
-        scale = 65535.0 if info.bits > 8 else 255.0
         dtype = np.uint16 if info.bits > 8 else np.uint8
-        upright = np.clip(rgb * scale + 0.5, 0, scale).astype(dtype)
+        upright = np.clip(rgb * info.top + 0.5, 0, info.top).astype(dtype)
         stored = np.ascontiguousarray(np.rot90(upright, -_turns(info.rotation)))
         picture = av.VideoFrame.from_ndarray(stored, format=info.rgb_format)
         picture = picture.reformat(

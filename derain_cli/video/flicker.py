@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from derain_cli.video.temporal import grey_u8
+
 #: A clean pixel is "static" when it moves exactly as the camera does, to within this.
 STATIC_TOLERANCE = 2.0 / 255.0
 
@@ -57,7 +59,7 @@ def reference_flows(
     forward-backward flow round trip lands within ``consistency`` pixels and inside the frame.
     """
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]
-    grey = [_grey(frame) for frame in reference]
+    grey = [grey_u8(frame) for frame in reference]
     height, width = grey[0].shape
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     flows = []
@@ -85,8 +87,3 @@ def warping_error(
         total += float(diff[valid].sum())
         count += int(valid.sum())
     return total / max(count, 1)
-
-
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return np.clip(grey * 255.0 + 0.5, 0, 255).astype(np.uint8)

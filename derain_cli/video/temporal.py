@@ -84,8 +84,8 @@ class TemporalFilter:
         height, width = current.shape[:2]
         scale = min(1.0, self.settings.flow_side / max(height, width))
         small = (max(8, round(width * scale)), max(8, round(height * scale)))
-        grey_now = _grey(current, small)
-        grey_then = _grey(previous, small)
+        grey_now = grey_u8(current, small)
+        grey_then = grey_u8(previous, small)
         flow = self._flow.calc(grey_now, grey_then, None)
         if scale < 1.0:
             flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -106,8 +106,9 @@ class TemporalFilter:
         return warped, inside.astype(np.float32)
 
 
-def _grey(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def grey_u8(rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """BT.601 luma of float RGB as uint8, resized to ``size`` (W, H) when given: what DIS reads."""
     grey: np.ndarray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    if grey.shape[::-1] != size:
+    if size is not None and grey.shape[::-1] != size:
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
     return np.clip(grey * 255.0 + 0.5, 0, 255).astype(np.uint8)
