@@ -344,7 +344,9 @@ class NLCLConfig:
         """The config as TOML text that :meth:`load` reads back to an equal config."""
         return dumps_toml(self.to_dict())
 
-    def with_overrides(self, overrides: Mapping[str, Any], *, source: str = "--set") -> NLCLConfig:
+    def with_overrides(
+        self, overrides: Mapping[str, Any], *, source: str = "overrides"
+    ) -> NLCLConfig:
         """Apply dotted overrides such as ``{"train.lr": 2e-4}`` on top of this config."""
         data = self.to_dict()
         for dotted, value in overrides.items():

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from derain_cli.errors import DerainError, UsageError
+from derain_cli.errors import DerainError, UsageError, setting
 from derain_cli.imaging import READABLE_SUFFIXES
 from derain_cli.tensors import to_model_range
 
@@ -55,39 +55,61 @@ class SyntheticRain:
 
 @dataclass(frozen=True)
 class ImageFolders:
-    """The readable training images; ``skipped`` lists unreadable files and why."""
+    """The readable training images; ``skipped`` lists unreadable files and why.
 
-    rainy_dir: Path
-    clean_dir: Path
+    ``rainy`` and ``clean`` are in training order: each folder's images sorted, folder after
+    folder, in the order the folders were given.
+    """
+
+    rainy_dirs: tuple[Path, ...]
+    clean_dirs: tuple[Path, ...]
     rainy: tuple[Path, ...]
     clean: tuple[Path, ...]
     skipped: tuple[tuple[Path, str], ...] = field(default=())
 
 
-def resolve_folders(data: Path | str, clean: Path | str | None) -> tuple[Path, Path]:
-    """DATA is a folder of rainy images, or holds ``rainy/`` and ``clean/``.
+def resolve_folders(
+    data: Path | str | Sequence[Path | str], clean: Path | str | None
+) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """The rainy and clean folders of one or more DATA folders.
 
-    Clean images come from ``clean`` when given, else ``DATA/clean``; with neither this is a
-    :class:`UsageError` (exit 2), because the adversarial term needs unpaired clean photos.
+    Each DATA is a folder of rainy images, or holds ``rainy/`` and ``clean/``. Clean images come
+    from ``clean`` when given, else from the ``clean/`` of each DATA that has one; with neither
+    this is a :class:`UsageError` (exit 2), because the adversarial term needs unpaired clean
+    photos. A folder given twice, or inside another one given, is refused: its images would be
+    drawn twice as often.
     """
-    data = Path(data)
-    if not data.exists():
-        raise UsageError(f"{data}: no such folder")
-    if not data.is_dir():
-        raise UsageError(f"{data}: not a folder of rainy images")
-    rainy_dir = data / "rainy" if (data / "rainy").is_dir() else data
+    datas = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    if not datas:
+        raise UsageError("no folder of rainy images given")
+    for folder in datas:
+        if not folder.exists():
+            raise UsageError(f"{folder}: no such folder")
+        if not folder.is_dir():
+            raise UsageError(f"{folder}: not a folder of rainy images")
+    rainy_dirs = tuple(d / "rainy" if (d / "rainy").is_dir() else d for d in datas)
+    _refuse_overlap(rainy_dirs)
     if clean is not None:
-        clean_dir = Path(clean)
-        if not clean_dir.is_dir():
-            raise UsageError(f"{clean_dir}: --clean is not a folder")
-    elif (data / "clean").is_dir():
-        clean_dir = data / "clean"
+        clean_dirs: tuple[Path, ...] = (Path(clean),)
+        if not clean_dirs[0].is_dir():
+            raise UsageError(f"{clean_dirs[0]}: not a folder of clean images")
     else:
-        raise UsageError(
-            f"{data}: no clean images; NLCL's adversarial term needs unpaired clean photos: "
-            f"pass --clean DIR or create {data / 'clean'}"
-        )
-    return rainy_dir, clean_dir
+        clean_dirs = tuple(d / "clean" for d in datas if (d / "clean").is_dir())
+        if not clean_dirs:
+            raise UsageError(
+                f"{datas[0]}: no clean images; NLCL's adversarial term needs unpaired clean "
+                f"photos: pass {setting('clean')} DIR or create {datas[0] / 'clean'}"
+            )
+    return rainy_dirs, clean_dirs
+
+
+def _refuse_overlap(folders: Sequence[Path]) -> None:
+    resolved = [f.resolve() for f in folders]
+    for i, a in enumerate(resolved):
+        for j, b in enumerate(resolved):
+            if i != j and a.is_relative_to(b):
+                same = "given twice" if a == b else f"inside {folders[j]}"
+                raise UsageError(f"{folders[i]}: rainy folder {same}")
 
 
 def list_images(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
@@ -121,7 +143,7 @@ def probe_image(path: Path) -> str | None:
 
 
 def scan_folders(
-    data: Path | str,
+    data: Path | str | Sequence[Path | str],
     clean: Path | str | None = None,
     *,
     min_rainy: int = 1,
@@ -132,7 +154,7 @@ def scan_folders(
     Raises :class:`UsageError` when a folder holds no readable image, or fewer rainy images than
     ``min_rainy`` (the global batch: a batch should not repeat an image).
     """
-    rainy_dir, clean_dir = resolve_folders(data, clean)
+    rainy_dirs, clean_dirs = resolve_folders(data, clean)
     skipped: list[tuple[Path, str]] = []
 
     def readable(paths: list[Path]) -> tuple[Path, ...]:
@@ -148,18 +170,20 @@ def scan_folders(
         return tuple(good)
 
     suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-    rainy = readable(list_images(rainy_dir, exclude=[clean_dir]))
+    where = ", ".join(str(d) for d in rainy_dirs)
+    rainy = readable([p for d in rainy_dirs for p in list_images(d, exclude=clean_dirs)])
     if not rainy:
-        raise UsageError(f"{rainy_dir}: no readable rainy images (looked for {suffixes})")
+        raise UsageError(f"{where}: no readable rainy images (looked for {suffixes})")
     if len(rainy) < min_rainy:
         raise UsageError(
-            f"{rainy_dir}: only {len(rainy)} readable rainy image(s), fewer than the batch size "
-            f"{min_rainy}; add images or lower --batch-size"
+            f"{where}: only {len(rainy)} readable rainy image(s), fewer than the batch size "
+            f"{min_rainy}; add images or lower {setting('train.batch_size')}"
         )
-    clean_images = readable(list_images(clean_dir))
+    clean_images = readable([p for d in clean_dirs for p in list_images(d)])
     if not clean_images:
-        raise UsageError(f"{clean_dir}: no readable clean images (looked for {suffixes})")
-    return ImageFolders(rainy_dir, clean_dir, rainy, clean_images, tuple(skipped))
+        where = ", ".join(str(d) for d in clean_dirs)
+        raise UsageError(f"{where}: no readable clean images (looked for {suffixes})")
+    return ImageFolders(rainy_dirs, clean_dirs, rainy, clean_images, tuple(skipped))
 
 
 def check_crop(folders: ImageFolders, crop: int) -> str | None:
@@ -183,9 +207,9 @@ def check_crop(folders: ImageFolders, crop: int) -> str | None:
     clean = [short_side(p) for p in folders.clean]
     if rainy and max(rainy) < crop:
         raise UsageError(
-            f"crop {crop} px is larger than every rainy image (the largest short side is "
-            f"{max(rainy)} px in {folders.rainy_dir}); every crop would be an upscaled image: "
-            f"use --crop {max(rainy)} or less"
+            f"{setting('train.crop')} {crop} px is larger than every rainy image (the largest "
+            f"short side is {max(rainy)} px); every crop would be an upscaled image: "
+            f"use {setting('train.crop', max(rainy))} or less"
         )
     small = sum(side < crop for side in rainy + clean)
     if small:

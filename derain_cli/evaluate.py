@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from derain_cli import metrics
-from derain_cli.errors import DerainError, UsageError
+from derain_cli.errors import DerainError, UsageError, setting
 from derain_cli.imaging import Picture, read_image, write_image
 from derain_cli.inference.batch import INPUT_SUFFIXES, Derain
 
@@ -203,15 +203,18 @@ def plan(
 ) -> Plan:
     """Pair the folders by stem; everything that cannot be paired becomes a Problem."""
     if rainy is None and pred is None:
-        raise UsageError("give --rainy DIR (to derain and score) or --pred DIR (results to score)")
-    folders = {"--rainy": rainy, "--pred": pred, "--clean": clean}
+        raise UsageError(
+            f"give {setting('rainy')} DIR (to derain and score) or {setting('pred')} DIR "
+            "(results to score)"
+        )
+    folders = {setting("rainy"): rainy, setting("pred"): pred, setting("clean"): clean}
     found: dict[str, dict[str, Path]] = {}
     problems: list[Problem] = []
     for option, folder in folders.items():
         if folder is not None:
             found[option], dup = list_images(folder, option)
             problems += dup
-    primary = "--rainy" if rainy is not None else "--pred"
+    primary = setting("rainy") if rainy is not None else setting("pred")
     if not found[primary]:
         raise UsageError(f"{primary} {folders[primary]}: no images found")
     stems = sorted(set().union(*(found[o] for o in found)))
@@ -226,14 +229,14 @@ def plan(
         items.append(
             Item(
                 stem=stem,
-                rainy=found.get("--rainy", {}).get(stem),
-                clean=found.get("--clean", {}).get(stem),
-                pred=found.get("--pred", {}).get(stem),
+                rainy=found.get(setting("rainy"), {}).get(stem),
+                clean=found.get(setting("clean"), {}).get(stem),
+                pred=found.get(setting("pred"), {}).get(stem),
             )
         )
     skipped = 0
     if limit is not None and limit < 1:
-        raise UsageError(f"limit {limit}: must be at least 1", option="limit")
+        raise UsageError(f"{setting('limit')} {limit}: must be at least 1")
     if limit is not None and limit <= len(items):
         # --limit selects the first N pairs by stem: stems sorting after the last of them were
         # not looked at, so their problems (e.g. no prediction yet) are not reported.
@@ -348,7 +351,9 @@ def evaluate(
     rows += list(methods)
     has_clean = items_plan.items[0].clean is not None
     if not has_clean and not with_niqe:
-        raise UsageError("nothing to compute: no --clean images and --no-niqe")
+        raise UsageError(
+            f"nothing to compute: no {setting('clean')} images and {setting('with_niqe', False)}"
+        )
     scores: list[Score] = []
     problems = list(items_plan.problems)
     grid: list[GridRow] = []

@@ -41,7 +41,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from derain_cli import atomic
 from derain_cli.codecs import pillow_image, png_bytes, tiff_bytes
-from derain_cli.errors import ImageError, UsageError
+from derain_cli.errors import ImageError, UsageError, setting
 from derain_cli.exif import apply_orientation, exif_bytes, exif_orientation, set_orientation_1
 
 #: Largest image read by default, in megapixels (width * height / 1e6); ``--max-megapixels``.
@@ -249,7 +249,7 @@ def _decode(
             raise ImageError(
                 name,
                 f"image is {megapixels:.1f} megapixels, above the {max_megapixels:g} MP limit "
-                "(--max-megapixels)",
+                f"({setting('max_megapixels')})",
             )
         max_pixels = None if max_megapixels is None else max(1, int(max_megapixels * 1e6))
         with _pillow_limit(max_pixels):
@@ -261,7 +261,8 @@ def _decode(
             except (Image.DecompressionBombError, Image.DecompressionBombWarning):
                 raise ImageError(
                     name,
-                    f"image data is larger than the {max_megapixels:g} MP limit (--max-megapixels)",
+                    f"image data is larger than the {max_megapixels:g} MP limit "
+                    f"({setting('max_megapixels')})",
                 ) from None
             except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError):
                 raise ImageError(name, corrupt) from None

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from derain_cli.config import SamplerConfig
-from derain_cli.errors import UsageError, WeightsError
+from derain_cli.errors import UsageError, WeightsError, setting
 from derain_cli.sampling import block_match, grid_shape, random_indices
 from derain_cli.tensors import from_model_range, pixels_to_tensor, tensor_to_pixels, to_model_range
 from derain_cli.weights_registry import load_registry
@@ -168,7 +168,7 @@ def _query_indices(
         return out
     if count > rows * cols:
         raise UsageError(
-            f"queries {count}: the image has only {rows * cols} patch positions", option="queries"
+            f"{setting('queries')} {count}: the image has only {rows * cols} patch positions"
         )
     generator = torch.Generator().manual_seed(seed)
     return [int(i) for i in random_indices(1, rows * cols, count, generator=generator)[0]]
@@ -197,14 +197,17 @@ def inspect_image(
     if stride is None:
         stride = max(1, round(patch * cfg.stride / cfg.patch))
     if patch < 2 or stride < 1 or k < 1 or queries < 1:
-        raise UsageError("patch must be >= 2, and k and queries >= 1", option="patch")
+        raise UsageError(
+            f"{setting('patch')} must be >= 2, {setting('stride')}, {setting('k')} and "
+            f"{setting('queries')} >= 1"
+        )
     h, w = rgb.shape[:2]
     for x, y in at or []:
         # In-image points snap to the nearest grid position; points outside it are refused
         # rather than clamped to the border, which would show a patch nobody asked for.
         if not (0 <= x < w and 0 <= y < h):
             raise UsageError(
-                f"--at {x},{y}: outside {name or 'the image'} ({w}x{h} pixels: "
+                f"{setting('at')} {x},{y}: outside {name or 'the image'} ({w}x{h} pixels: "
                 f"X 0-{w - 1}, Y 0-{h - 1})"
             )
     scale = search_scale(h, w, max_side)

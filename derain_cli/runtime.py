@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -40,29 +40,28 @@ def resolve_device(name: str, *, training: bool = False) -> torch.device:
         if mps_available() and not training:
             return torch.device("mps")
         return torch.device("cpu")
+    bad = f"{setting('device')} {name}"
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         device = None
     if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"device {name}: unknown device (choose from {', '.join(DEVICES)})")
+        raise UsageError(f"{bad}: unknown device (choose from {', '.join(DEVICES)})")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             built = torch.backends.cuda.is_built()
             why = "no CUDA GPU is visible" if built else "this PyTorch build has no CUDA support"
-            raise UsageError(f"device {name}: {why}; use cpu or auto")
+            raise UsageError(f"{bad}: {why}; use cpu or auto")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise UsageError(
-                f"device {name}: only {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})"
+                f"{bad}: only {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})"
             )
     if device.type == "mps":
         if training:
-            raise UsageError(f"device {name}: training runs on cpu or cuda only")
+            raise UsageError(f"{bad}: training runs on cpu or cuda only")
         if not mps_available():
-            raise UsageError(
-                f"device {name}: Apple Metal (MPS) is not available here; use cpu or auto"
-            )
+            raise UsageError(f"{bad}: Apple Metal (MPS) is not available here; use cpu or auto")
     return device
 
 
@@ -70,18 +69,17 @@ def resolve_dtype(precision: str, device: torch.device, *, training: bool = Fals
     """The compute dtype for ``precision`` on ``device`` (see the module docstring)."""
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+    bad = f"{setting('precision')} {precision}"
     if precision not in DTYPES:
-        raise UsageError(
-            f"precision {precision}: unknown precision (choose from {', '.join(PRECISIONS)})"
-        )
+        raise UsageError(f"{bad}: unknown precision (choose from {', '.join(PRECISIONS)})")
     if precision == "fp32" or device.type == "cuda":
         return DTYPES[precision]
     if device.type == "cpu":
-        raise UsageError(f"precision {precision}: half precision is not supported on CPU; use fp32")
+        raise UsageError(f"{bad}: half precision is not supported on CPU; use fp32")
     if training:
-        raise UsageError(f"precision {precision}: training in half precision needs CUDA; use fp32")
+        raise UsageError(f"{bad}: training in half precision needs CUDA; use fp32")
     if precision == "bf16" and not _mps_bf16_ok():
-        raise UsageError("precision bf16: not supported by this MPS device; use fp16 or fp32")
+        raise UsageError(f"{bad}: not supported by this MPS device; use fp16 or fp32")
     return DTYPES[precision]
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -22,7 +22,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     """
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise UsageError(f"set {text!r}: expected SECTION.KEY=VALUE", option="set")
+        raise UsageError(f"{setting('set')} {text!r}: expected SECTION.KEY=VALUE")
     try:
         value = toml_loads(f"v = {raw.strip()}")["v"]
     except Exception:

@@ -32,7 +32,7 @@ from torch import nn
 from derain_cli import __version__
 from derain_cli.atomic import atomic_write_bytes
 from derain_cli.checksums import read_sidecar, sha256_file, write_sidecar
-from derain_cli.errors import WeightsError
+from derain_cli.errors import WeightsError, setting
 from derain_cli.hub import HF_SCHEME, fetch, parse_hf_spec
 from derain_cli.nets.registry import build_generator
 from derain_cli.weights_registry import DEFAULT_ALIAS, WeightsEntry, load_registry
@@ -346,7 +346,9 @@ def convert_checkpoint(src: Path | str, dest: Path | str, *, overwrite: bool = F
     """Convert the authors' ``.pth`` into our safetensors format; return the new file's sha256."""
     src, dest = Path(src), Path(dest)
     if dest.exists() and not overwrite:
-        raise WeightsError(f"{dest}: already exists (pass --overwrite to replace it)")
+        raise WeightsError(
+            f"{dest}: already exists (pass {setting('overwrite', True)} to replace it)"
+        )
     if dest.resolve() == src.resolve():
         raise WeightsError(f"{dest}: refusing to overwrite the source checkpoint")
     loaded = load_file(src)

@@ -24,17 +24,22 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from derain_cli.errors import WeightsError
+from derain_cli.errors import WeightsError, setting
 from derain_cli.hub import HubRef
 
 DISTRIBUTION = "derain"
 REGISTRY_NAME = "registry.json"
 DATA_FILES_DIR = ("share", "derain", "weights")
 DEFAULT_ALIAS = "default"
-NO_DEFAULT_MESSAGE = (
-    "no default weights are bundled yet: pass --weights FILE.safetensors|FILE.pth|"
-    "hf://OWNER/REPO[@REVISION][/FILE] (see `derain weights list` and docs/weights.md)"
-)
+
+
+def no_default_message() -> str:
+    """What to do when the ``default`` alias points at nothing."""
+    return (
+        f"no default weights are bundled yet: pass {setting('weights')} FILE.safetensors|FILE.pth|"
+        "hf://OWNER/REPO[@REVISION][/FILE] (see `derain weights list` and docs/weights.md)"
+    )
+
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -71,7 +76,7 @@ class Registry:
             target = self.aliases[target]
             if target is None:
                 if name == DEFAULT_ALIAS:
-                    raise WeightsError(NO_DEFAULT_MESSAGE)
+                    raise WeightsError(no_default_message())
                 raise WeightsError(f"weights alias {name!r} points at nothing ({self.path})")
         if target is None or target not in self.entries:
             known = ", ".join(self.names()) or "none"

@@ -322,7 +322,7 @@ def test_missing_default_weights_is_exit_2_with_how_to(
     monkeypatch.setenv("DERAIN_REGISTRY", str(empty))
     with pytest.raises(WeightsError) as caught:
         load_weights(None)
-    expected = str(caught.value)
+    expected = str(caught.value).replace("pass weights", "pass --weights")  # the CLI's flag
     photo(tmp_path / "a.png")
     reads: list[object] = []
     monkeypatch.setattr(batch, "read_image", lambda *a, **k: reads.append(a))
@@ -584,11 +584,48 @@ def test_library_errors_name_settings_and_the_cli_shows_flags(tmp_path: Path) ->
     """The library says "tile 1: ..."; the command line says "--tile 1: ..."."""
     from derain_cli.inference.tiling import check_tile
 
-    with pytest.raises(UsageError, match=r"^tile 1: too small") as caught:
+    with pytest.raises(UsageError, match=r"^tile 1: too small"):
         check_tile(1)
-    assert caught.value.option == "tile"
     photo(tmp_path / "a.png")
     result = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--tile", "1")
     assert result.exit_code == 2 and "--tile 1: too small" in result.stderr
     suffix = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "out/"), "--suffix", "x/y")
     assert suffix.exit_code == 2 and "--suffix 'x/y': must not contain" in suffix.stderr
+
+
+def test_setting_names_a_keyword_for_the_library_and_a_flag_for_the_cli() -> None:
+    from derain_cli.cli.common import FLAGS
+    from derain_cli.errors import cli_flags, setting, speak_cli
+
+    assert (setting("tile"), setting("tile", 0), setting("overwrite", True)) == (
+        "tile",
+        "tile=0",
+        "overwrite=True",
+    )
+    assert setting("train.crop", 48) == "train.crop=48" and cli_flags() is None
+    with speak_cli(FLAGS):
+        assert (setting("tile"), setting("tile", 0), setting("overwrite", True)) == (
+            "--tile",
+            "--tile 0",
+            "--overwrite",
+        )
+        assert setting("skip_existing", True) == "--skip-existing"
+        assert (setting("output"), setting("train.crop", 48)) == ("-o", "--crop 48")
+        assert setting("with_niqe", False) == "--no-niqe"
+        assert setting("train.lr") == "train.lr"  # a config key without a flag: as --set spells it
+        assert cli_flags() == FLAGS
+    assert setting("tile") == "tile"  # restored
+
+
+def test_cli_errors_from_the_library_name_the_flags(tmp_path: Path) -> None:
+    photo(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes((tmp_path / "a.png").read_bytes())
+    exists = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"))
+    assert exists.exit_code == 1 and "use --overwrite or --skip-existing" in exists.stderr
+    big = invoke(
+        str(tmp_path / "a.png"), "-o", str(tmp_path / "c.png"), "--max-megapixels", "0.0001"
+    )
+    assert big.exit_code == 1 and "(--max-megapixels)" in big.stderr
+    report = invoke(str(tmp_path / "a.png"), "-o", str(tmp_path / "c.png"),
+                    "--report", str(tmp_path / "a.png"))  # fmt: skip
+    assert report.exit_code == 2 and "choose another --report file" in report.stderr

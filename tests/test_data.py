@@ -10,23 +10,60 @@ import pytest
 import torch
 from _trainkit import make_dataset, save
 
-from derain_cli.data import StepSampler, UnpairedCrops, fit_to_crop, resolve_folders, scan_folders
-from derain_cli.errors import UsageError
+from derain_cli.data import (
+    StepSampler,
+    UnpairedCrops,
+    fit_to_crop,
+    list_images,
+    resolve_folders,
+    scan_folders,
+)
+from derain_cli.errors import UsageError, speak_cli
+from derain_cli.train.setup import data_digest
 
 
 def test_clean_comes_from_flag_or_data_clean_or_is_an_error(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "d")
-    assert resolve_folders(data, None) == (data, data / "clean")
+    assert resolve_folders(data, None) == ((data,), (data / "clean",))
     other = make_dataset(tmp_path / "o") / "clean"
-    assert resolve_folders(data, other) == (data, other)
+    assert resolve_folders(data, other) == ((data,), (other,))
     split = tmp_path / "split"
     (split / "rainy").mkdir(parents=True)
     (split / "clean").mkdir()
-    assert resolve_folders(split, None) == (split / "rainy", split / "clean")
+    assert resolve_folders(split, None) == ((split / "rainy",), (split / "clean",))
     (tmp_path / "alone").mkdir()
-    with pytest.raises(UsageError, match="--clean DIR") as info:
+    with pytest.raises(UsageError, match="pass clean DIR") as info:
         resolve_folders(tmp_path / "alone", None)
     assert info.value.exit_code == 2
+    with speak_cli({}), pytest.raises(UsageError, match="pass --clean DIR"):
+        resolve_folders(tmp_path / "alone", None)
+
+
+def test_several_rainy_folders_train_together_in_the_order_given(tmp_path: Path) -> None:
+    """Folder after folder, each sorted: the same order as one folder of both, when the second
+    folder's names sort after the first's (how the shipped recipe's data was once linked)."""
+    first = make_dataset(tmp_path / "first", rainy=3, clean=2)
+    second = make_dataset(tmp_path / "second", rainy=2, clean=1)
+    folders = scan_folders([second, first])
+    assert folders.rainy_dirs == (second, first)
+    assert folders.rainy == (*list_images(second, exclude=[second / "clean"]),
+                             *list_images(first, exclude=[first / "clean"]))  # fmt: skip
+    assert len(folders.rainy) == 5 and len(folders.clean) == 3  # both clean/ folders
+    assert folders.clean_dirs == (second / "clean", first / "clean")
+    assert data_digest(folders) != data_digest(scan_folders([first, second]))
+    alone = scan_folders(first)
+    assert data_digest(alone) == data_digest(scan_folders([first]))
+
+
+def test_a_rainy_folder_given_twice_or_nested_is_refused(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d")
+    (data / "more").mkdir()
+    with pytest.raises(UsageError, match="rainy folder given twice"):
+        resolve_folders([data, tmp_path / "d" / "."], None)
+    with pytest.raises(UsageError, match=r"more: rainy folder inside"):
+        resolve_folders([data, data / "more"], data / "clean")
+    with pytest.raises(UsageError, match="no folder of rainy images"):
+        resolve_folders([], None)
 
 
 def test_scan_excludes_clean_and_skips_unreadable_files_once(tmp_path: Path) -> None:

@@ -222,7 +222,7 @@ def test_untraceable_instance_norm_network_runs_whole_or_refuses_tiles() -> None
     image = synthetic_rain(40, 40)
     auto = Derainer(Global(), device="cpu")
     assert auto.stream_plan is None and auto.tile_for(5000, 5000) == 0
-    with pytest.raises(UsageError, match="--tile 0"):
+    with pytest.raises(UsageError, match="use tile=0"):
         Derainer(Global(), device="cpu", tile=16)(image)
 
 
@@ -239,7 +239,7 @@ def test_traceable_space_to_depth_network_is_refused_cleanly() -> None:
     assert derainer.stream_plan is None and derainer.unsupported_reason
     image = synthetic_rain(24, 32)
     assert Derainer(net, device="cpu", tile=0)(image).shape == image.shape
-    with pytest.raises(UsageError, match="--tile 0"):
+    with pytest.raises(UsageError, match="use tile=0"):
         Derainer(net, device="cpu", tile=16)(image)
 
 

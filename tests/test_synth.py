@@ -269,7 +269,7 @@ def test_max_side_downscales_and_scale_follows_the_short_side(tmp_path: Path) ->
 def test_rerun_refuses_without_overwrite_and_overwrite_replaces(tmp_path: Path) -> None:
     source = clean_folder(tmp_path / "in")
     write_pairs(source, tmp_path / "out", copies=2)
-    with pytest.raises(UsageError, match="--overwrite"):
+    with pytest.raises(UsageError, match="use overwrite=True"):
         write_pairs(source, tmp_path / "out")
     summary = write_pairs(source, tmp_path / "out", overwrite=True)
     assert stems_in(summary.rainy_dir) == ["a", "b", "c"]  # the a-1, a-2... pairs are gone

@@ -283,6 +283,21 @@ def test_missing_clean_folder_exits_2(tmp_path: Path) -> None:
     assert "--clean" in result.output and "clean" in result.output
 
 
+def test_several_rainy_folders_train_together(tmp_path: Path) -> None:
+    first = make_dataset(tmp_path / "first", rainy=2, clean=1)
+    second = make_dataset(tmp_path / "second", rainy=2, clean=1, seed=1)
+    config = write_tiny_toml(tmp_path / "tiny.toml")
+    out = tmp_path / "run"
+    args = ["train", str(first), str(second), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--config", str(config), "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    clean = f"{first / 'clean'}, {second / 'clean'}"
+    assert f"4 rainy images in {first}, {second}, 2 clean in {clean}" in result.output
+    assert (out / "G_B.safetensors").is_file()
+    again = runner.invoke(app, [*args, "--config", str(config), "--steps", "1"])
+    assert again.exit_code == 2 and "--resume" in again.output
+
+
 def test_empty_dataset_and_existing_run_are_clear_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     (empty / "clean").mkdir(parents=True)

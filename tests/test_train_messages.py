@@ -29,7 +29,7 @@ def test_a_run_longer_than_a_day_is_warned_about_once_with_what_to_change() -> N
     assert line.endswith("about 33 min") and warning is None  # from the second step, not the first
     line, warning = first_step_estimate(70.0, 60.0, 400_000, cpu)
     assert "277.8 days" in line
-    assert warning is not None and "277.8 days on cpu" in warning and "--crop" in warning
+    assert warning is not None and "277.8 days on cpu" in warning and "train.crop" in warning
     assert first_step_estimate(1.0, LONG_RUN_S / 10, 10, cpu)[1] is None
     line, _ = first_step_estimate(1.0, 0.5, 100, cpu, slower_from=80)
     assert "or more (the steps from 80 on" in line

@@ -255,7 +255,7 @@ def test_registry_without_a_default_says_how_to_get_weights(
     for spec in (None, "default"):
         with pytest.raises(WeightsError, match="no default weights are bundled yet") as caught:
             load_weights(spec)
-        assert "--weights" in str(caught.value) and "hf://" in str(caught.value)
+        assert "pass weights FILE" in str(caught.value) and "hf://" in str(caught.value)
     code, _, err = cli("weights", "info", "default")
     assert code == 2
     assert "no default weights are bundled yet" in err and "--weights" in err

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from derain_cli.errors import DerainError
+from derain_cli.errors import DerainError, speak_cli
 
 #: Everything human-readable goes to stderr so that stdout stays free for ``-o -`` and ``--json``.
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -27,24 +27,31 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def cli_text(exc: DerainError) -> str:
-    """The message as a command-line user reads it: the setting at fault becomes its flag."""
-    text = str(exc)
-    option = getattr(exc, "option", None)
-    if option and text.startswith(option):
-        return "--" + option.replace("_", "-") + text[len(option) :]
-    return text
+#: Library setting names whose flag is not ``--`` + the name with dashes (see errors.setting).
+FLAGS: dict[str, str] = {
+    "output": "-o",
+    "with_niqe=False": "--no-niqe",
+    "train.gpus": "--gpus",
+    "train.device": "--device",
+    "train.steps": "--steps",
+    "train.epochs": "--epochs",
+    "train.batch_size": "--batch-size",
+    "train.crop": "--crop",
+    "train.time_limit_s": "--time-limit",
+}
 
 
 @contextlib.contextmanager
 def user_errors(debug: bool = False) -> Iterator[None]:
-    """Turn :class:`DerainError` into a one-line message and its exit code.
+    """Turn :class:`DerainError` into a one-line message and its exit code; inside the block,
+    library messages name command-line flags (:func:`derain_cli.errors.speak_cli`).
 
     With ``debug`` the traceback is shown as well.
     """
     try:
-        yield
+        with speak_cli(FLAGS):
+            yield
     except DerainError as exc:
         if debug:
             err_console.print_exception()
-        raise fail(cli_text(exc), exc.exit_code) from None
+        raise fail(str(exc), exc.exit_code) from None

@@ -32,15 +32,7 @@ TileOption = Annotated[
 
 
 def check_device(device: str, precision: str) -> None:
-    """Refuse an absent device or an impossible precision before anything is loaded.
-
-    The library names the value (``device cuda: ...``); here it becomes the flag (``--device``).
-    """
+    """Refuse an absent device or an impossible precision before anything is loaded."""
     from derain_cli import runtime
-    from derain_cli.errors import UsageError
 
-    try:
-        runtime.resolve_dtype(precision, runtime.resolve_device(device))
-    except UsageError as exc:
-        word = "device" if str(exc).startswith("device") else "precision"
-        raise UsageError(str(exc), option=word) from None
+    runtime.resolve_dtype(precision, runtime.resolve_device(device))

@@ -120,9 +120,9 @@ class RichProgress:
 def command(
     ctx: typer.Context,
     data: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Argument(
-            help="Folder of rainy images, or a folder holding rainy/ and clean/.",
+            help="Folders of rainy images (or folders holding rainy/ and clean/), used together.",
             show_default=False,
         ),
     ] = None,
@@ -202,7 +202,7 @@ def command(
             try:
                 limit_s = parse_duration(time_limit)
             except UsageError as exc:
-                raise UsageError(f"time_limit: {exc}", option="time_limit") from None
+                raise UsageError(f"--time-limit: {exc}") from None
         _run(
             data=data,
             clean=clean,
@@ -225,7 +225,7 @@ def command(
 
 def _run(
     *,
-    data: Path | None,
+    data: list[Path] | None,
     clean: Path | None,
     out: Path | None,
     resume: bool,
@@ -256,7 +256,7 @@ def _run(
     if print_config:
         sys.stdout.write(requested.dumps_toml())
         return
-    if data is None:
+    if not data:
         raise UsageError("missing DATA (a folder of rainy images); see derain train --help")
     if out is None:
         out = Path("runs") / time.strftime("nlcl-%Y%m%d-%H%M%S")
@@ -270,8 +270,8 @@ def _run(
     folders = scan_folders(data, clean, min_rainy=requested.train.batch_size, on_skip=warn)
     upscaled = check_crop(folders, requested.train.crop)
     err_console.print(
-        f"derain train: {len(folders.rainy)} rainy images in {folders.rainy_dir}, "
-        f"{len(folders.clean)} clean in {folders.clean_dir}; run folder {out}",
+        f"derain train: {len(folders.rainy)} rainy images in {_names(folders.rainy_dirs)}, "
+        f"{len(folders.clean)} clean in {_names(folders.clean_dirs)}; run folder {out}",
         markup=False,
     )
     if upscaled is not None:
@@ -279,7 +279,7 @@ def _run(
     result = run(requested, folders, out, resume=resume, progress=RichProgress)
     again = " ".join(
         shlex.quote(str(part))
-        for part in ("derain", "train", data, *(("--clean", clean) if clean else ()), "--out", out)
+        for part in ("derain", "train", *data, *(("--clean", clean) if clean else ()), "--out", out)
     )
     if result.interrupted:
         err_console.print(
@@ -299,6 +299,10 @@ def _run(
         f"derain train: done at step {result.step}/{result.total_steps}; weights: {result.weights}",
         markup=False,
     )
+
+
+def _names(folders: tuple[Path, ...]) -> str:
+    return ", ".join(str(folder) for folder in folders)
 
 
 def _saved_config(out: Path | None, resume: bool) -> Any:

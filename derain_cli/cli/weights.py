@@ -47,7 +47,7 @@ def list_cmd(
     from rich.table import Table
 
     from derain_cli.hub import cached_file
-    from derain_cli.weights_registry import NO_DEFAULT_MESSAGE, load_registry
+    from derain_cli.weights_registry import load_registry, no_default_message
 
     with user_errors(debug):
         registry = load_registry()
@@ -85,7 +85,7 @@ def list_cmd(
                     "source": f"alias of {target}" if target else "alias of nothing",
                     "status": "alias" if target else "not available",
                     "sha256": None,
-                    "description": "" if target else NO_DEFAULT_MESSAGE,
+                    "description": "" if target else no_default_message(),
                 }
             )
     if as_json:
@@ -98,7 +98,7 @@ def list_cmd(
         table.add_row(*(str(row[c]) for c in ("name", "arch", "size", "source", "status")))
     err_console.print(table)
     if registry.aliases.get("default", "missing") is None:
-        err_console.print(f"note: {NO_DEFAULT_MESSAGE}", markup=False)
+        err_console.print(f"note: {no_default_message()}", markup=False)
 
 
 @app.command("download")

@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import numpy as np
 
-from derain_cli.errors import DerainError, ImageError, UsageError
+from derain_cli.errors import DerainError, ImageError, UsageError, setting
 from derain_cli.imaging import (
     DEFAULT_MAX_MEGAPIXELS,
     STDIN_NAME,
@@ -144,7 +144,8 @@ def _existing_output(job: Job, *, skip_existing: bool, overwrite: bool) -> Resul
         return Result(job.input_label, job.output_label, "skipped")
     if overwrite and job.output.is_file():
         return None
-    reason = "not a file" if not job.output.is_file() else "use --overwrite or --skip-existing"
+    either = f"use {setting('overwrite', True)} or {setting('skip_existing', True)}"
+    reason = "not a file" if not job.output.is_file() else either
     return _failure(job, ImageError(job.output, f"output exists ({reason})"))
 
 

@@ -42,7 +42,7 @@ import torch
 from torch import fx, nn
 
 from derain_cli import runtime
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 from derain_cli.inference.arena import (
     HOST_MEMORY_FRACTION,
     HostArena,
@@ -186,10 +186,10 @@ class Derainer:
             raise TypeError(f"expected LoadedWeights or nn.Module, got {type(weights).__name__}")
         if tile is not None and tile < 0:
             raise UsageError(
-                f"tile {tile}: must be 0 (off) or a positive number of pixels", option="tile"
+                f"{setting('tile')} {tile}: must be 0 (off) or a positive number of pixels"
             )
         if overlap < 0:
-            raise UsageError(f"overlap {overlap}: must be >= 0", option="overlap")
+            raise UsageError(f"{setting('overlap')} {overlap}: must be >= 0")
         if host_memory is not None and host_memory < 0:
             raise UsageError(f"host memory budget {host_memory}: must be >= 0 bytes")
         self.device = runtime.resolve_device(device)
@@ -316,7 +316,7 @@ class Derainer:
         if plan is None:
             raise UsageError(
                 f"cannot tile architecture {self.arch!r} exactly ({self.unsupported_reason}); "
-                "use --tile 0"
+                f"use {setting('tile', 0)}"
             )
         image = to_model_range(rgb)
         if self.cells is not None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 from derain_cli.imaging import READABLE_SUFFIXES, SUPPORTED_FORMATS
 from derain_cli.video.formats import VIDEO_SUFFIXES, container_for, is_video_name
 
@@ -93,14 +93,14 @@ def plan_jobs(
     """
     if fmt not in FORMAT_CHOICES:
         raise UsageError(
-            f"format {fmt!r}: unknown (choose from {', '.join(FORMAT_CHOICES)})", option="format"
+            f"{setting('format')} {fmt!r}: unknown (choose from {', '.join(FORMAT_CHOICES)})"
         )
     if skip_existing and overwrite:
         raise UsageError(
-            "skip_existing and overwrite exclude each other; pick one", option="skip_existing"
+            f"{setting('skip_existing')} and {setting('overwrite')} exclude each other; pick one"
         )
     if os.sep in suffix or "/" in suffix:
-        raise UsageError(f"suffix {suffix!r}: must not contain a path separator", option="suffix")
+        raise UsageError(f"{setting('suffix')} {suffix!r}: must not contain a path separator")
 
     unique = _unique_sources([sources] if isinstance(sources, str) else list(sources))
     if not unique:
@@ -178,7 +178,7 @@ def _expand_source(
     if os.path.isdir(source):
         pairs = _walk_folder(Path(source), recursive, out_dir, on_skip)
         if not pairs:
-            what = "folder tree" if recursive else "folder (use --recursive for subfolders)"
+            what = "folder tree" if recursive else f"folder (use {setting('recursive', True)})"
             hint = _skipped_output_hint(Path(source), out_dir)
             raise UsageError(f"{source}: no images or videos found in this {what}{hint}")
         base = out_dir / _folder_name(source) if nest else out_dir
@@ -252,7 +252,10 @@ def _stdin_job(output: str | None, fmt: str) -> Job:
     if output is None or output == STDIO:
         return Job(None, None, "png" if fmt == "auto" else fmt)
     if _looks_like_folder(output):
-        raise UsageError(f"with '-' as input, -o must be a file name or '-' (got folder {output})")
+        raise UsageError(
+            f"with '-' as input, {setting('output')} must be a file name or '-' "
+            f"(got folder {output})"
+        )
     return Job(None, Path(output), _format_for_file(Path(output), fmt))
 
 
@@ -262,7 +265,9 @@ def _file_job(path: Path, output: str | None, suffix: str, fmt: str) -> Job:
         return _mirrored_job(path, Path(path.name), path.parent, sibling_suffix, fmt)
     if output == STDIO:
         if is_video_name(path):
-            raise UsageError(f"{path}: a video cannot be written to stdout; give -o a file name")
+            raise UsageError(
+                f"{path}: a video cannot be written to stdout; give {setting('output')} a file name"
+            )
         return Job(path, None, "png" if fmt == "auto" else fmt)
     if _looks_like_folder(output):
         out_dir = _existing_folder_or_new(output)
@@ -281,8 +286,7 @@ def _video_file_job(path: Path, dest: Path, fmt: str) -> Job:
         raise UsageError(f"{dest}: {path} is a video; name the output {known}")
     if fmt != "auto":
         raise UsageError(
-            f"format {fmt}: is for images; {path} is a video (it keeps a container)",
-            option="format",
+            f"{setting('format')} {fmt}: is for images; {path} is a video (it keeps a container)"
         )
     container_for(dest)
     return Job(path, dest, VIDEO)
@@ -299,7 +303,8 @@ def _format_for_file(dest: Path, fmt: str) -> str:
         if by_suffix is None:
             known = ", ".join(sorted(WRITABLE_SUFFIXES))
             raise UsageError(
-                f"{dest}: cannot tell the output format from the name (use {known} or --format)"
+                f"{dest}: cannot tell the output format from the name "
+                f"(use {known} or {setting('format')})"
             )
         return by_suffix
     if by_suffix is not None and by_suffix != fmt:
@@ -460,11 +465,11 @@ def _refuse_collisions(jobs: Sequence[Job]) -> None:
         if key in inputs:
             raise UsageError(
                 f"{job.output}: output would replace the input {inputs[key].input_label}; "
-                "choose another -o, --suffix or --format"
+                f"choose another {setting('output')}, {setting('suffix')} or {setting('format')}"
             )
         if key in outputs:
             raise UsageError(
                 f"{job.output}: both {outputs[key].input_label} and {job.input_label} would be "
-                "written here; use --suffix or separate runs"
+                f"written here; use {setting('suffix')} or separate runs"
             )
         outputs[key] = job

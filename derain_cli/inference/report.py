@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from derain_cli.atomic import new_file_mode
-from derain_cli.errors import DerainError, UsageError
+from derain_cli.errors import DerainError, UsageError, setting
 from derain_cli.inference.plan import Job, same_file_key
 
 
@@ -39,16 +39,17 @@ def check_report_path(report: Path, jobs: Sequence[Job]) -> None:
     for job in jobs:
         if job.input is not None and same_file_key(job.input) == key:
             raise UsageError(f"{report}: the report would replace the input {job.input}; "
-                             "choose another --report FILE")  # fmt: skip
+                             f"choose another {setting('report')} file")  # fmt: skip
         if job.output is None:
             continue
         output = same_file_key(job.output)
         if output == key:
             raise UsageError(f"{report}: the report would be written where the output of "
-                             f"{job.input_label} goes; choose another --report FILE")  # fmt: skip
+                             f"{job.input_label} goes; choose another "
+                             f"{setting('report')} file")  # fmt: skip
         if Path(output).is_relative_to(key):
             raise UsageError(f"{report}: the outputs are written inside this path (e.g. "
-                             f"{job.output}); choose another --report FILE")  # fmt: skip
+                             f"{job.output}); choose another {setting('report')} file")  # fmt: skip
     if report.is_dir():
         raise UsageError(f"{report}: cannot write the report (it is a folder)")
     folder = report.parent

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 
 #: Smallest ``--tile`` the command accepts (0, no tiling, is always allowed). Every tile costs a
 #: fixed overhead per layer (the default nets stream 26-34 layer pieces, each re-reading a 1-2 px
@@ -36,9 +36,9 @@ def check_tile(tile: int | None) -> None:
     """Refuse a tile side below :data:`MIN_TILE` (None = automatic and 0 = off are fine)."""
     if tile is not None and 0 < tile < MIN_TILE:
         raise UsageError(
-            f"tile {tile}: too small; tiles are at least {MIN_TILE} pixels (below that the "
-            "context read around each tile dominates and a run takes hours); 0 disables tiling",
-            option="tile",
+            f"{setting('tile')} {tile}: too small; tiles are at least {MIN_TILE} pixels (below "
+            "that the context read around each tile dominates and a run takes hours); "
+            "0 disables tiling"
         )
 
 

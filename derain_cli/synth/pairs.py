@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from derain_cli.errors import DerainError, ImageError, UsageError
+from derain_cli.errors import DerainError, ImageError, UsageError, setting
 from derain_cli.imaging import Picture, atomic_write_bytes, read_image, write_image
 from derain_cli.inference.plan import INPUT_SUFFIXES
 from derain_cli.synth.recipe import STYLES, RainRecipe, StreakLayer, photo_scale, sample_recipe
@@ -222,7 +222,9 @@ def _check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"{folder}: is a file, not a folder")
         if folder.is_dir() and any(_is_image_name(p.name) for p in folder.iterdir()):
-            raise UsageError(f"{folder} already holds images; use --overwrite to replace the pairs")
+            raise UsageError(
+                f"{folder} already holds images; use {setting('overwrite', True)} to replace them"
+            )
 
 
 def _remove_old_pairs(summary: PairsSummary) -> None:

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def check_gpus(device: torch.device, gpus: int) -> None:
     """Refuse more CUDA ranks than devices (CPU ranks are just processes)."""
     if device.type == "cuda" and gpus > torch.cuda.device_count():
         raise UsageError(
-            f"gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) here", option="gpus"
+            f"{setting('train.gpus')} {gpus}: only {torch.cuda.device_count()} CUDA device(s) here"
         )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from derain_cli.config import NLCLConfig
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 
 
 def export_weights(
@@ -92,7 +92,7 @@ def export_run(
     in_run = target.resolve() == paths.root.resolve()
     for path in outputs:
         if path.exists() and not (overwrite or in_run):
-            raise UsageError(f"{path}: exists (use --overwrite)")
+            raise UsageError(f"{path}: exists (use {setting('overwrite', True)})")
     target.mkdir(parents=True, exist_ok=True)
     step = int(state["step"])
     export_weights(

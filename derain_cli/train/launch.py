@@ -18,7 +18,7 @@ import torch
 from derain_cli import runtime
 from derain_cli.config import NLCLConfig
 from derain_cli.data import ImageFolders
-from derain_cli.errors import DerainError
+from derain_cli.errors import DerainError, cli_flags, speak_cli
 from derain_cli.train import distributed as dist_utils
 from derain_cli.train.loop import Progress, TrainResult, train
 
@@ -43,6 +43,7 @@ class _Job:
     world: int
     init_method: str
     progress: ProgressFactory | None
+    flags: dict[str, str] | None  # the CLI's flag names, so ranks word errors as the parent
 
 
 def run(
@@ -98,6 +99,7 @@ def _spawn(
         world=world,
         init_method=f"tcp://127.0.0.1:{dist_utils.free_port()}",
         progress=progress,
+        flags=cli_flags(),
     )
     context = dist_utils.spawn(_worker, (job, queue), world)
     # Ctrl-C reaches every rank (same process group); they checkpoint and stop together, and
@@ -141,6 +143,8 @@ def _spawn(
 def _worker(rank: int, job: _Job, queue: Any) -> None:
     """Entry point of a spawned rank (module level: spawn pickles it by name)."""
     config = NLCLConfig.from_dict(job.config)
+    if job.flags is not None:
+        speak_cli(job.flags).__enter__()  # for the life of this rank's process
     try:
         ctx = dist_utils.init_process_group(
             torch.device(job.device),

@@ -36,7 +36,7 @@ from torch import nn
 from derain_cli import runtime
 from derain_cli.config import NLCLConfig, TrainConfig
 from derain_cli.data import ImageFolders, UnpairedCrops
-from derain_cli.errors import DerainError
+from derain_cli.errors import DerainError, setting
 from derain_cli.train import distributed as dist_utils
 from derain_cli.train import messages
 from derain_cli.train.control import Meter, StopOnSignal
@@ -322,7 +322,7 @@ def _checksum(objective: nn.Module) -> str:
 def _diverged(paths: RunPaths, step: int, detail: str, last_saved: int | None) -> None:
     kept = (
         f"the last good checkpoint {paths.checkpoint} (step {last_saved}) is kept; "
-        "resume from it with --resume (e.g. with a lower lr)"
+        f"resume from it with {setting('resume', True)} (e.g. with a lower lr)"
         if last_saved is not None
         else "no checkpoint was written before it"
     )

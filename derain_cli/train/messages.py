@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from derain_cli.config import NLCLConfig
+from derain_cli.errors import setting
 
 #: A run expected to take longer than this gets a warning after its first step.
 LONG_RUN_S = 24 * 3600.0
@@ -72,8 +73,9 @@ def first_step_estimate(
         return line, None
     warning = (
         f"warning: at this speed the run takes about {format_duration(estimate)} on {device}; "
-        "lower train.steps, --crop or --batch-size, or train on a GPU (Ctrl-C stops with a "
-        "checkpoint; --resume continues)"
+        f"lower {setting('train.steps')}, {setting('train.crop')} or "
+        f"{setting('train.batch_size')}, or train on a GPU (Ctrl-C stops with a checkpoint; "
+        f"{setting('resume', True)} continues)"
     )
     return line, warning
 

@@ -24,7 +24,7 @@ from torch import nn
 from derain_cli import runtime
 from derain_cli.config import NLCLConfig, TrainConfig
 from derain_cli.data import ImageFolders, StepSampler, SyntheticRain, UnpairedCrops
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 from derain_cli.train import distributed as dist_utils
 from derain_cli.train.checkpoint import (
     capture_rng,
@@ -106,8 +106,8 @@ def check_resume_config(saved: NLCLConfig, requested: NLCLConfig) -> None:
     for key in sorted(old.keys() | new.keys()):
         if key not in RESUMABLE_KEYS and old.get(key) != new.get(key):
             raise UsageError(
-                f"--resume: {key} is {old.get(key)!r} in the checkpoint, {new.get(key)!r} asked; "
-                "start a new run (another --out) to change it"
+                f"{setting('resume')}: {key} is {old.get(key)!r} in the checkpoint, "
+                f"{new.get(key)!r} asked; start a new run (another {setting('out')}) to change it"
             )
 
 
@@ -317,9 +317,13 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def data_digest(folders: ImageFolders) -> str:
+    """Names of the training images, each relative to its folder (and numbered by folder when
+    there are several): a resumed run must see the same files in the same order."""
     digest = hashlib.sha256()
-    for group, root in ((folders.rainy, folders.rainy_dir), (folders.clean, folders.clean_dir)):
+    for group, dirs in ((folders.rainy, folders.rainy_dirs), (folders.clean, folders.clean_dirs)):
         for path in group:
-            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            index, root = next((i, d) for i, d in enumerate(dirs) if path.is_relative_to(d))
+            name = str(path.relative_to(root))
+            digest.update((f"{index}/{name}" if len(dirs) > 1 else name).encode() + b"\0")
         digest.update(b"\1")
     return digest.hexdigest()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 
 #: Video suffix -> FFmpeg muxer. The output keeps its input's container (``.mov`` stays ``.mov``).
 CONTAINERS: dict[str, str] = {
@@ -81,22 +81,22 @@ def check_encoder(encoder: Encoder) -> None:
             codec = av.codec.Codec(encoder.codec, "w")
         except Exception:  # PyAV raises UnknownCodecError, a ValueError subclass
             raise UsageError(
-                f"codec {encoder.codec!r}: no such video encoder in this FFmpeg "
-                "(try libx264, libx265, libvpx-vp9, mpeg4 or ffv1)",
-                option="codec",
+                f"{setting('codec')} {encoder.codec!r}: no such video encoder in this FFmpeg "
+                "(try libx264, libx265, libvpx-vp9, mpeg4 or ffv1)"
             ) from None
         if codec.type != "video":
             raise UsageError(
-                f"codec {encoder.codec!r}: a {codec.type} encoder, not video", option="codec"
+                f"{setting('codec')} {encoder.codec!r}: a {codec.type} encoder, not video"
             )
     if encoder.crf is None:
         return
     if encoder.codec is not None and encoder.codec not in _CRF_RANGE:
         raise UsageError(
-            f"crf does not apply to codec {encoder.codec} (it has no CRF mode)", option="crf"
+            f"{setting('crf')} does not apply to {setting('codec')} {encoder.codec} "
+            "(it has no CRF mode)"
         )
     top = _CRF_RANGE.get(encoder.codec or DEFAULT_CODEC, 51)
     if not 0 <= encoder.crf <= top:
         raise UsageError(
-            f"crf {encoder.crf}: out of range for this codec (0 to {top})", option="crf"
+            f"{setting('crf')} {encoder.crf}: out of range for this codec (0 to {top})"
         )
