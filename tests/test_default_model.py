@@ -54,6 +54,7 @@ def test_default_weights_carry_their_provenance(
     assert loaded.hparams["output"] == "subtract_rain" and loaded.hparams["norm"] == "none"
     assert meta["derain.layer"] == "background" and meta["derain.ema"] == "true"
     assert meta["derain.licence"] == "MIT"
+    # The script that linked both rainy folders into one (now: derain train A B, same order).
     assert json.loads(meta["derain.train_commands"]) == [
         "bash tools/train_cpu_default.sh runs/cpu-default"
     ]

@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+RECIPE = (
+    "derain train ../shared/data/rain-real ../shared/data/syn-train/rainy "
+    "--clean ../shared/data/clean --config configs/cpu-default.toml --out runs/cpu-default"
+)
 MAX_BYTES = 20_000_000
 BENCH_PAIRS = 24
 
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default=None, help="the run's row label in the evaluation")
     parser.add_argument("--licence", required=True)
     parser.add_argument("--publish-repo", required=True)
-    parser.add_argument("--command", default="bash tools/train_cpu_default.sh runs/cpu-default")
+    parser.add_argument("--command", default=RECIPE, help="the training command to record")
     parser.add_argument("--default", action="store_true")
     parser.add_argument("--weights-dir", type=Path, default=REPO / "weights")
     args = parser.parse_args(argv)
