@@ -109,3 +109,13 @@ def test_tensor_conversions_round_trip_and_never_write_into_the_input() -> None:
     assert np.array_equal(rgb, before)
     assert np.allclose(pixels_to_tensor((rgb * 255).astype(np.uint8)).numpy()[0, 0],
                        np.rint(rgb[..., 0] * 255 - 0.5 + 0.5) / 255, atol=1 / 255)  # fmt: skip
+
+
+def test_from_pretrained_refuses_tiny_tiles_and_names_the_keyword() -> None:
+    """A 1-pixel tile ran for hours through the API; the CLI refused it (test failed before)."""
+    from derain_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"^tile 1: too small"):
+        Derainer.from_pretrained("default", tile=1)
+    with pytest.raises(UsageError, match=r"^device cuda:7: "):
+        Derainer.from_pretrained("default", device="cuda:7")

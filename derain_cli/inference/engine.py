@@ -244,10 +244,13 @@ class Derainer:
         ``"default"`` (or ``None``) is the bundled default model; else a registered name, a
         ``.safetensors`` file, the authors' ``.pth`` checkpoint, or ``hf://OWNER/REPO[@REV][/FILE]``
         (downloaded once into the cache, verified). Weights that are not a background generator
-        G_B are refused (:class:`~derain_cli.errors.WeightsError`).
+        G_B are refused (:class:`~derain_cli.errors.WeightsError`). ``tile`` is refused below
+        :data:`~derain_cli.inference.tiling.MIN_TILE` pixels, as on the command line.
         """
+        from derain_cli.inference.tiling import check_tile
         from derain_cli.weights import load_weights, require_background
 
+        check_tile(tile)
         loaded = load_weights(None if spec is None else os.fspath(spec))
         require_background(loaded)
         return cls(loaded, device=device, precision=precision, tile=tile, overlap=overlap)
