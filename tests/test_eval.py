@@ -249,3 +249,20 @@ def test_bench_dev_input_row_reproduces_the_anchor(shared: Path) -> None:
     assert (overall.method, overall.set, overall.count) == ("input", "all", 24)
     assert round(overall.psnr, 2) == 21.58
     assert round(overall.ssim, 4) == 0.6613
+
+
+def test_csv_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while writing the CSV left it truncated (test failed before)."""
+    from derain_cli import eval_files
+
+    path = tmp_path / "m.csv"
+    path.write_text("old\n")
+    report = ev.Report(methods=[], scores=[], problems=[], space="y")
+
+    def broken() -> list[object]:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(report, "summaries", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        eval_files.write_csv(path, report)
+    assert path.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [path]

@@ -99,6 +99,7 @@ def command(
 ) -> None:
     """Score models on rainy/clean pairs (PSNR, SSIM, NIQE)."""
     with user_errors(debug):
+        from derain_cli import eval_files
         from derain_cli import evaluate as ev
         from derain_cli.inference.tiling import check_tile
 
@@ -122,9 +123,9 @@ def command(
             err_console.print(f"{plan.skipped} stem(s) beyond --limit {limit} skipped")
         _print_table(report, per_image=per_image, has_clean=clean is not None, has_niqe=not no_niqe)
         if csv_path is not None:
-            ev.write_csv(csv_path, report)
+            eval_files.write_csv(csv_path, report)
         if grid is not None and rows:
-            ev.write_grid(grid, rows)
+            eval_files.write_grid(grid, rows)
             err_console.print(f"grid: {grid}")
         if as_json:
             sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
