@@ -42,8 +42,9 @@ def cli_flags() -> dict[str, str] | None:
 
 
 @contextlib.contextmanager
-def speak_cli(flags: Mapping[str, str]) -> Iterator[None]:
-    """Inside the block, :func:`setting` names flags (``flags`` maps the names that differ)."""
+def speak_cli(flags: Mapping[str, str] | None) -> Iterator[None]:
+    """Inside the block, :func:`setting` names flags (``flags`` maps the names that differ;
+    None: as a library caller reads them)."""
     global _cli_flags
     saved, _cli_flags = _cli_flags, flags
     try:

@@ -614,6 +614,9 @@ def test_setting_names_a_keyword_for_the_library_and_a_flag_for_the_cli() -> Non
         assert setting("with_niqe", False) == "--no-niqe"
         assert setting("train.lr") == "train.lr"  # a config key without a flag: as --set spells it
         assert cli_flags() == FLAGS
+        with speak_cli(None):  # a spawned rank of a library caller
+            assert setting("tile", 0) == "tile=0"
+        assert setting("tile") == "--tile"
     assert setting("tile") == "tile"  # restored
 
 

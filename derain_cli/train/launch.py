@@ -143,20 +143,19 @@ def _spawn(
 def _worker(rank: int, job: _Job, queue: Any) -> None:
     """Entry point of a spawned rank (module level: spawn pickles it by name)."""
     config = NLCLConfig.from_dict(job.config)
-    if job.flags is not None:
-        speak_cli(job.flags).__enter__()  # for the life of this rank's process
     try:
-        ctx = dist_utils.init_process_group(
-            torch.device(job.device),
-            rank=rank,
-            world=job.world,
-            local_rank=rank,
-            init_method=job.init_method,
-        )
-        sink = job.progress() if (job.progress is not None and rank == 0) else None
-        result = train(
-            config, job.folders, Path(job.out), resume=job.resume, ctx=ctx, progress=sink
-        )
+        with speak_cli(job.flags):
+            ctx = dist_utils.init_process_group(
+                torch.device(job.device),
+                rank=rank,
+                world=job.world,
+                local_rank=rank,
+                init_method=job.init_method,
+            )
+            sink = job.progress() if (job.progress is not None and rank == 0) else None
+            result = train(
+                config, job.folders, Path(job.out), resume=job.resume, ctx=ctx, progress=sink
+            )
         queue.put(("ok", rank, result))
     except DerainError as exc:
         queue.put(("error", rank, exc.exit_code, str(exc)))
