@@ -208,6 +208,7 @@ def plan(
             f"give {setting('rainy')} DIR (to derain and score) or {setting('pred')} DIR "
             "(results to score)"
         )
+    # Keyed by the folder's name in messages: "rainy" for a library caller, "--rainy" on the CLI.
     folders = {setting("rainy"): rainy, setting("pred"): pred, setting("clean"): clean}
     found: dict[str, dict[str, Path]] = {}
     problems: list[Problem] = []
