@@ -208,32 +208,32 @@ def plan(
             f"give {setting('rainy')} DIR (to derain and score) or {setting('pred')} DIR "
             "(results to score)"
         )
-    # Keyed by the folder's name in messages: "rainy" for a library caller, "--rainy" on the CLI.
-    folders = {setting("rainy"): rainy, setting("pred"): pred, setting("clean"): clean}
+    folders = {"rainy": rainy, "pred": pred, "clean": clean}
+    label = {name: setting(name) for name in folders}  # "rainy"; "--rainy" on the CLI
     found: dict[str, dict[str, Path]] = {}
     problems: list[Problem] = []
-    for option, folder in folders.items():
+    for name, folder in folders.items():
         if folder is not None:
-            found[option], dup = list_images(folder, option)
+            found[name], dup = list_images(folder, label[name])
             problems += dup
-    primary = setting("rainy") if rainy is not None else setting("pred")
+    primary = "rainy" if rainy is not None else "pred"
     if not found[primary]:
-        raise UsageError(f"{primary} {folders[primary]}: no images found")
+        raise UsageError(f"{label[primary]} {folders[primary]}: no images found")
     stems = sorted(set().union(*(found[o] for o in found)))
     items: list[Item] = []
     for stem in stems:
-        missing = [o for o in found if stem not in found[o]]
+        missing = [label[o] for o in found if stem not in found[o]]
         if missing:
-            have = ", ".join(o for o in found if stem in found[o]) or "none"
+            have = ", ".join(label[o] for o in found if stem in found[o]) or "none"
             if not any(p.stem == stem for p in problems):
                 problems.append(Problem(stem, f"only in {have}; missing in {', '.join(missing)}"))
             continue
         items.append(
             Item(
                 stem=stem,
-                rainy=found.get(setting("rainy"), {}).get(stem),
-                clean=found.get(setting("clean"), {}).get(stem),
-                pred=found.get(setting("pred"), {}).get(stem),
+                rainy=found.get("rainy", {}).get(stem),
+                clean=found.get("clean", {}).get(stem),
+                pred=found.get("pred", {}).get(stem),
             )
         )
     skipped = 0
