@@ -33,7 +33,9 @@ SamplingStrategy = Literal["random", "neighbour", "nonlocal"]
 LayerContrastForm = Literal["infonce", "supcon"]
 RainL1Target = Literal["r", "o_minus_b"]
 LowfreqSpace = Literal["rgb", "chroma"]
-SyntheticStyle = Literal["drizzle", "streak", "heavy", "curtain", "storm", "mixed"]
+SyntheticStyle = Literal[
+    "drizzle", "streak", "heavy", "curtain", "storm", "photographic", "bank", "mixed"
+]
 SyntheticLoss = Literal["l1", "relative_l1"]
 
 
@@ -152,6 +154,9 @@ class LossConfig:
     synthetic_weight: float = 1.0
     synthetic_style: SyntheticStyle = "mixed"  # the renderer's style (derain synth --style)
     synthetic_scale: float = 1.0  # streak sizes x this (1.0: sized for the source photo)
+    # a folder of streak images on black (derain train --streaks): style "bank" draws from it,
+    # and so does "mixed" when it is set (derain_cli/synth/bank.py); "" = none
+    synthetic_streaks: str = ""
     # pairs that differ by rain alone: never darker than the clean crop, the same camera noise and
     # JPEG on both (synth.render_pair); what an output = "subtract_rain" G_B can learn exactly
     synthetic_rain_only: bool = False
@@ -179,6 +184,11 @@ class LossConfig:
             (self.synthetic_scale > 0, "losses.synthetic_scale must be > 0"),
             (self.synthetic_only_steps >= 0, "losses.synthetic_only_steps must be >= 0"),
             (self.synthetic_ssim_weight >= 0, "losses.synthetic_ssim_weight < 0"),
+            (
+                self.synthetic_style != "bank" or bool(self.synthetic_streaks),
+                'losses.synthetic_style = "bank" needs a folder of streak images '
+                "(losses.synthetic_streaks)",
+            ),
             (
                 self.synthetic_only_steps == 0 or self.use_synthetic,
                 "losses.synthetic_only_steps needs losses.use_synthetic = true",
@@ -229,6 +239,10 @@ class TrainConfig:
     # save a checkpoint and export the weights; continue later with --resume.
     time_limit_s: float = 0.0
     compact_checkpoint: bool = False  # Adam moments + MoCo keys in bfloat16 (61.7 -> 39.6 MiB)
+    # the clean crops (the discriminator's real examples, under synthetic rain too): cut from a
+    # window up to this many times the crop and shrunk to it (1 = plain crops), mirrored at random
+    clean_zoom_max: float = 1.0
+    clean_flip: bool = False
     num_samples: int = 4  # rows of each sample grid
     num_workers: int = 4  # data-loading processes per rank
     cache_images: bool = False  # decode every image once into RAM (uint8)
@@ -252,6 +266,7 @@ class TrainConfig:
             (self.time_limit_s >= 0, "train.time_limit_s must be >= 0 (0: no limit)"),
             (self.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
             (self.num_samples >= 1, "train.num_samples must be >= 1"),
+            (self.clean_zoom_max >= 1, "train.clean_zoom_max must be >= 1 (1 = plain crops)"),
             (self.num_workers >= 0, "train.num_workers must be >= 0"),
             (self.gpus >= 1, "train.gpus must be >= 1"),
             (self.batch_size % self.gpus == 0, "train.batch_size must be divisible by gpus"),

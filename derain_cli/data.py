@@ -40,8 +40,8 @@ from derain_cli.tensors import to_model_range
 
 IMAGE_SUFFIXES = READABLE_SUFFIXES  # the same list as derain itself
 
-# Streams of the seeded generators (kept distinct so the five draws are independent).
-_RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP, _SYNTH_RAIN = range(5)
+# Streams of the seeded generators (kept distinct so the six draws are independent).
+_RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP, _SYNTH_RAIN, _CLEAN_AUGMENT = range(6)
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,20 @@ class SyntheticRain:
     style: str = "mixed"
     scale: float = 1.0
     rain_only: bool = False  # pairs differ by rain alone (synth.render_pair)
+    streaks: str = ""  # a folder of streak images for the "bank" style ("" = none)
+
+
+@dataclass(frozen=True)
+class CleanAugment:
+    """Clean crops cut from a window up to ``zoom_max`` times the crop, shrunk to the crop
+    (area-averaged), and mirrored left-right half of the time (``flip``)."""
+
+    zoom_max: float = 1.0
+    flip: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.zoom_max > 1.0 or self.flip
 
 
 @dataclass(frozen=True)
@@ -69,12 +83,14 @@ class ImageFolders:
 
 
 def resolve_folders(
-    data: Path | str | Sequence[Path | str], clean: Path | str | None
+    data: Path | str | Sequence[Path | str],
+    clean: Path | str | Sequence[Path | str] | None,
 ) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     """The rainy and clean folders of one or more DATA folders.
 
     Each DATA is a folder of rainy images, or holds ``rainy/`` and ``clean/``. Clean images come
-    from ``clean`` when given, else from the ``clean/`` of each DATA that has one; with neither
+    from ``clean`` (one folder or several) when given, else from the ``clean/`` of each DATA that
+    has one; with neither
     this is a :class:`UsageError` (exit 2), because the adversarial term needs unpaired clean
     photos. A folder given twice, or inside another one given, is refused: its images would be
     drawn twice as often.
@@ -89,10 +105,13 @@ def resolve_folders(
             raise UsageError(f"{folder}: not a folder of rainy images")
     rainy_dirs = tuple(d / "rainy" if (d / "rainy").is_dir() else d for d in datas)
     _refuse_overlap(rainy_dirs)
-    if clean is not None:
-        clean_dirs: tuple[Path, ...] = (Path(clean),)
-        if not clean_dirs[0].is_dir():
-            raise UsageError(f"{clean_dirs[0]}: not a folder of clean images")
+    cleans = [clean] if isinstance(clean, (str, Path)) else list(clean or ())
+    if cleans:
+        clean_dirs: tuple[Path, ...] = tuple(Path(c) for c in cleans)
+        for folder in clean_dirs:
+            if not folder.is_dir():
+                raise UsageError(f"{folder}: not a folder of clean images")
+        _refuse_overlap(clean_dirs, "clean")
     else:
         clean_dirs = tuple(d / "clean" for d in datas if (d / "clean").is_dir())
         if not clean_dirs:
@@ -103,13 +122,13 @@ def resolve_folders(
     return rainy_dirs, clean_dirs
 
 
-def _refuse_overlap(folders: Sequence[Path]) -> None:
+def _refuse_overlap(folders: Sequence[Path], kind: str = "rainy") -> None:
     resolved = [f.resolve() for f in folders]
     for i, a in enumerate(resolved):
         for j, b in enumerate(resolved):
             if i != j and a.is_relative_to(b):
                 same = "given twice" if a == b else f"inside {folders[j]}"
-                raise UsageError(f"{folders[i]}: rainy folder {same}")
+                raise UsageError(f"{folders[i]}: {kind} folder {same}")
 
 
 def list_images(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
@@ -144,7 +163,7 @@ def probe_image(path: Path) -> str | None:
 
 def scan_folders(
     data: Path | str | Sequence[Path | str],
-    clean: Path | str | None = None,
+    clean: Path | str | Sequence[Path | str] | None = None,
     *,
     min_rainy: int = 1,
     on_skip: Callable[[Path, str], None] | None = None,
@@ -260,12 +279,19 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
         seed: int,
         cache: bool = False,
         synthetic: SyntheticRain | None = None,
+        augment: CleanAugment | None = None,
     ) -> None:
         self.rainy = folders.rainy
         self.clean = folders.clean
         self.crop = crop
         self.seed = seed
         self.synthetic = synthetic
+        self.augment = augment if augment is not None and augment.active else None
+        self.bank = None
+        if synthetic is not None and synthetic.streaks:
+            from derain_cli.synth.bank import StreakBank
+
+            self.bank = StreakBank(synthetic.streaks)
         self._cache: dict[Path, np.ndarray] | None = None
         self._warned: set[Path] = set()
         if cache:
@@ -281,7 +307,10 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
     def __getitem__(self, g: int) -> tuple[torch.Tensor, ...]:
         rainy, _ = self._crop(self.rainy, _order(self.seed, _RAINY_ORDER, len(self.rainy), g), g, 0)
         index = _order(self.seed, _CLEAN_ORDER, len(self.clean), g)
-        clean, side = self._crop(self.clean, index, g, 1)
+        if self.augment is None:
+            clean, side = self._crop(self.clean, index, g, 1)
+        else:
+            clean, side = self._augmented_crop(index, g, self.augment)
         if self.synthetic is None:
             return _chw(rainy), _chw(clean)
         from derain_cli.synth import photo_scale, render_pair, sample_recipe
@@ -289,9 +318,31 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
         rng = np.random.default_rng([self.seed, _SYNTH_RAIN, g])
         scale = photo_scale(side, self.synthetic.scale)
         clean_rgb = clean.astype(np.float32) / 255.0 if clean.dtype == np.uint8 else clean
-        recipe = sample_recipe(rng, self.synthetic.style, scale)
-        rendered, target = render_pair(clean_rgb, recipe, rng, rain_only=self.synthetic.rain_only)
+        recipe = sample_recipe(rng, self.synthetic.style, scale, bank=self.bank)
+        rendered, target = render_pair(
+            clean_rgb, recipe, rng, rain_only=self.synthetic.rain_only, bank=self.bank
+        )
         return _chw(rainy), _chw(target), _chw(rendered)
+
+    def _augmented_crop(self, index: int, g: int, augment: CleanAugment) -> tuple[np.ndarray, int]:
+        """A clean crop from a window ``zoom`` times larger, shrunk to the crop, maybe mirrored;
+        with the short side of the image as seen at the crop's scale (for the rain's size)."""
+        import cv2
+
+        image = self._image(self.clean, index)
+        height, width = image.shape[:2]
+        rng = np.random.default_rng([self.seed, _CLEAN_AUGMENT, g])
+        most = min(augment.zoom_max, min(height, width) / self.crop)
+        zoom = float(np.exp(rng.uniform(0.0, np.log(most)))) if most > 1.0 else 1.0
+        window = min(max(self.crop, round(self.crop * zoom)), height, width)
+        top = int(rng.integers(0, height - window + 1))
+        left = int(rng.integers(0, width - window + 1))
+        crop = image[top : top + window, left : left + window]
+        if window != self.crop:
+            crop = cv2.resize(crop, (self.crop, self.crop), interpolation=cv2.INTER_AREA)
+        if augment.flip and rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        return np.ascontiguousarray(crop), max(1, round(min(height, width) * self.crop / window))
 
     def epoch(self, samples_seen: int) -> float:
         """Passes over the rainy images after ``samples_seen`` samples."""

@@ -195,3 +195,25 @@ def smooth_photo(path: Path, height: int = 24, width: int = 32, seed: int = 0) -
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
     return path
+
+
+def streak_bank(folder: Path, count: int = 3, seed: int = 0) -> Path:
+    """``count`` streak images (white streaks on black, 96x160): in each, dots of a few pixels
+    (tier "small"), short streaks (about 40 px of area, "middle") and long wide ones ("large")."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        canvas = np.zeros((96, 160), np.uint8)
+        for _ in range(12):  # dots: 2x2
+            y, x = rng.integers(2, 94), rng.integers(2, 158)
+            canvas[y : y + 2, x : x + 2] = 220
+        for _ in range(5):  # short streaks: 1 x ~20 px
+            y, x = rng.integers(5, 70), rng.integers(5, 155)
+            cv2.line(canvas, (int(x), int(y)), (int(x) + 2, int(y) + 20), 200, 1)
+        for _ in range(2):  # long wide streaks: 3 x ~60 px
+            y, x = rng.integers(5, 30), rng.integers(10, 150)
+            cv2.line(canvas, (int(x), int(y)), (int(x) + 6, int(y) + 60), 240, 3)
+        Image.fromarray(canvas).save(folder / f"{index + 1}-{seed}.png")
+    return folder

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from images import smooth_photo  # tests/images.py
+from images import smooth_photo, streak_bank  # tests/images.py
 from typer.testing import CliRunner
 
 from derain_cli import evaluate
@@ -23,6 +23,7 @@ from derain_cli.imaging import read_image
 from derain_cli.synth import (
     STYLES,
     RainRecipe,
+    StreakBank,
     StreakLayer,
     render_pair,
     render_rain,
@@ -38,9 +39,15 @@ def grey(value: float = 0.5, size: int = 64) -> np.ndarray:
     return np.full((size, size, 3), value, np.float32)
 
 
-def rainy(clean: np.ndarray, seed: int, style: str = "mixed", scale: float = 0.15) -> np.ndarray:
+def rainy(
+    clean: np.ndarray,
+    seed: int,
+    style: str = "mixed",
+    scale: float = 0.15,
+    bank: StreakBank | None = None,
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return render_rain(clean, sample_recipe(rng, style, scale), rng)
+    return render_rain(clean, sample_recipe(rng, style, scale, bank=bank), rng, bank=bank)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,11 +87,12 @@ def test_same_seed_same_rain_and_different_seeds_differ() -> None:
 
 
 @pytest.mark.parametrize("style", RENDER_STYLES)
-def test_every_style_renders_plausible_rain(style: str) -> None:
+def test_every_style_renders_plausible_rain(style: str, tmp_path: Path) -> None:
     clean = grey(0.5)
     before = clean.copy()
+    bank = StreakBank(streak_bank(tmp_path / "streaks")) if style == "bank" else None
     for seed in range(3):
-        out = rainy(clean, seed, style)
+        out = rainy(clean, seed, style, scale=0.5 if bank else 0.15, bank=bank)
         np.testing.assert_array_equal(clean, before)  # the input is untouched
         assert out.shape == clean.shape and out.dtype == np.float32
         assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0

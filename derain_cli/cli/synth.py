@@ -1,7 +1,7 @@
 """`derain synth`: render rain over clean photographs into rainy/clean pairs for `derain eval`.
 
-  derain synth CLEAN_DIR -o PAIRS_DIR [--style S] [--seed N] [--copies K] [--scale X]
-               [--max-side PX] [--overwrite]
+  derain synth CLEAN_DIR -o PAIRS_DIR [--style S] [--streaks DIR] [--seed N] [--copies K]
+               [--scale X] [--max-side PX] [--overwrite]
 
 Exit codes: 0 every image gave its pairs, 1 some files could not be read or written (named; the
 others are written), 2 bad usage (nothing written).
@@ -46,6 +46,16 @@ def command(
             metavar="STYLE", help=f"Rain style: {STYLE_CHOICES} (one of the others each)."
         ),
     ] = "mixed",
+    streaks: Annotated[
+        Path | None,
+        typer.Option(
+            "--streaks",
+            metavar="DIR",
+            help="Folder of rain-streak images on black: style 'bank' composes rain from them, "
+            "and 'mixed' draws that style too.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[
         int,
         typer.Option(
@@ -86,7 +96,9 @@ def command(
 
         from derain_cli.synth.pairs import check_options, list_clean_images, write_pairs
 
-        check_options(style=style, seed=seed, copies=copies, scale=scale, max_side=max_side)
+        check_options(
+            style=style, seed=seed, copies=copies, scale=scale, max_side=max_side, streaks=streaks
+        )
         total = len(list_clean_images(clean_dir))
 
         def warn(message: str) -> None:
@@ -103,7 +115,7 @@ def command(
             task = progress.add_task("synth", total=total)
             summary = write_pairs(
                 clean_dir, out, style=style, seed=seed, copies=copies, scale=scale,
-                max_side=max_side, overwrite=overwrite, on_warning=warn,
+                max_side=max_side, overwrite=overwrite, streaks=streaks, on_warning=warn,
                 on_pair=lambda name: progress.update(task, advance=1, description=name),
             )  # fmt: skip
     rainy, clean = (shlex.quote(str(p)) for p in (summary.rainy_dir, summary.clean_dir))

@@ -127,9 +127,20 @@ def command(
         ),
     ] = None,
     clean: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--clean",
+            help="Unpaired clean photos; repeat for several folders (default: DATA/clean/).",
+            show_default=False,
+        ),
+    ] = None,
+    streaks: Annotated[
         Path | None,
         typer.Option(
-            "--clean", help="Unpaired clean photos (default: DATA/clean/).", show_default=False
+            "--streaks",
+            help="A folder of rain-streak images on black for synthetic supervision's 'bank' "
+            "style (losses.synthetic_streaks).",
+            show_default=False,
         ),
     ] = None,
     out: Annotated[
@@ -219,6 +230,7 @@ def command(
                 "train.batch_size": batch_size,
                 "train.crop": crop,
                 "train.time_limit_s": limit_s,
+                "losses.synthetic_streaks": str(streaks) if streaks is not None else None,
             },
         )
 
@@ -226,7 +238,7 @@ def command(
 def _run(
     *,
     data: list[Path] | None,
-    clean: Path | None,
+    clean: list[Path] | None,
     out: Path | None,
     resume: bool,
     config_file: Path | None,
@@ -267,6 +279,10 @@ def _run(
     def warn(path: Path, reason: str) -> None:
         err_console.print(f"derain train: warning: {path}: skipped ({reason})", markup=False)
 
+    if requested.losses.synthetic_streaks:  # a missing or empty folder is refused before work
+        from derain_cli.synth.bank import StreakBank
+
+        StreakBank(requested.losses.synthetic_streaks)
     folders = scan_folders(data, clean, min_rainy=requested.train.batch_size, on_skip=warn)
     upscaled = check_crop(folders, requested.train.crop)
     err_console.print(
@@ -279,7 +295,14 @@ def _run(
     result = run(requested, folders, out, resume=resume, progress=RichProgress)
     again = " ".join(
         shlex.quote(str(part))
-        for part in ("derain", "train", *data, *(("--clean", clean) if clean else ()), "--out", out)
+        for part in (
+            "derain",
+            "train",
+            *data,
+            *(arg for folder in clean or () for arg in ("--clean", folder)),
+            "--out",
+            out,
+        )
     )
     if result.interrupted:
         err_console.print(

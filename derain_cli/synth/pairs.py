@@ -40,7 +40,15 @@ import numpy as np
 from derain_cli.errors import DerainError, ImageError, UsageError, setting
 from derain_cli.imaging import Picture, atomic_write_bytes, read_image, write_image
 from derain_cli.inference.plan import INPUT_SUFFIXES
-from derain_cli.synth.recipe import STYLES, RainRecipe, StreakLayer, photo_scale, sample_recipe
+from derain_cli.synth.bank import BankLayer, StreakBank
+from derain_cli.synth.recipe import (
+    STYLES,
+    PhotoLayer,
+    RainRecipe,
+    StreakLayer,
+    photo_scale,
+    sample_recipe,
+)
 from derain_cli.synth.render import render_rain
 
 RAINY_DIR = "rainy"
@@ -116,11 +124,20 @@ def list_clean_images(source: Path | str | Sequence[Path | str]) -> list[Path]:
 
 
 def check_options(
-    *, style: str, seed: int, copies: int, scale: float, max_side: int | None
-) -> None:
-    """UsageError for an option that cannot work."""
+    *,
+    style: str,
+    seed: int,
+    copies: int,
+    scale: float,
+    max_side: int | None,
+    streaks: Path | str | None = None,
+) -> StreakBank | None:
+    """UsageError for an option that cannot work; the streak bank of ``streaks`` (or None)."""
     if style not in STYLES:
         raise UsageError(f"unknown rain style {style!r} (choose one of: {', '.join(STYLES)})")
+    bank = StreakBank(streaks) if streaks is not None else None
+    if style == "bank" and bank is None:
+        raise UsageError(f"rain style 'bank' needs {setting('streaks')} DIR (streak images)")
     if seed < 0:
         raise UsageError(f"seed {seed}: must be 0 or more")
     if copies < 1:
@@ -129,6 +146,7 @@ def check_options(
         raise UsageError(f"scale {scale}: must be a number above 0")
     if max_side is not None and max_side < 8:
         raise UsageError(f"max side {max_side}: must be at least 8 pixels")
+    return bank
 
 
 def write_pairs(
@@ -141,16 +159,21 @@ def write_pairs(
     scale: float = 1.0,
     max_side: int | None = None,
     overwrite: bool = False,
+    streaks: Path | str | None = None,
     on_warning: Callable[[str], None] | None = None,
     on_pair: Callable[[str], None] | None = None,
 ) -> PairsSummary:
     """Render rain over every clean image of ``source`` and write the pairs under ``out``.
 
+    ``streaks``: a folder of streak images on black, for style ``bank`` (and ``mixed``).
+
     ``on_warning`` gets one line per input that fails (default: :func:`warnings.warn`);
     ``on_pair`` is called with each input's name after it is done (progress bars).
     Raises UsageError before writing anything when the invocation cannot work.
     """
-    check_options(style=style, seed=seed, copies=copies, scale=scale, max_side=max_side)
+    bank = check_options(
+        style=style, seed=seed, copies=copies, scale=scale, max_side=max_side, streaks=streaks
+    )
     out = Path(out)
     inputs = list_clean_images(source)
     _check_stems(inputs)
@@ -166,7 +189,7 @@ def write_pairs(
     try:
         for path in inputs:
             try:
-                lines += _write_one(path, summary, style, seed, copies, scale, max_side)
+                lines += _write_one(path, summary, style, seed, copies, scale, max_side, bank)
             except ImageError as exc:
                 summary.failed.append(Failure(path, exc.reason))
                 warn(f"{path}: skipped ({exc.reason})")
@@ -186,7 +209,18 @@ def recipe_from_dict(data: dict[str, object]) -> RainRecipe:
     for key in ("colour", "airlight"):
         if key in values:
             values[key] = tuple(values[key])  # type: ignore[arg-type]
-    return RainRecipe(layers=tuple(StreakLayer(**layer) for layer in layers), **values)  # type: ignore[arg-type]
+    return RainRecipe(layers=tuple(_layer_from_dict(layer) for layer in layers), **values)  # type: ignore[arg-type]
+
+
+def _layer_from_dict(data: dict[str, object]) -> StreakLayer | PhotoLayer | BankLayer:
+    """A layer back from its ``asdict`` form; its fields tell its kind."""
+    if "source" in data:
+        values = dict(data)
+        values["offset"] = tuple(values["offset"])  # type: ignore[arg-type]
+        return BankLayer(**values)  # type: ignore[arg-type]
+    if "noise" in data:
+        return PhotoLayer(**data)  # type: ignore[arg-type]
+    return StreakLayer(**data)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,6 +296,7 @@ def _write_one(
     copies: int,
     scale: float,
     max_side: int | None,
+    bank: StreakBank | None,
 ) -> list[str]:
     """Write one input's pairs; its recipes.jsonl lines. Raises ImageError (nothing kept)."""
     picture = read_image(path)
@@ -284,8 +319,8 @@ def _write_one(
         for copy in range(copies):
             stem = pair_stem(path.stem, copy, copies)
             rng = rng_for(seed, path.stem, copy)
-            recipe = sample_recipe(rng, style, rain_scale)
-            rainy = render_rain(clean, recipe, rng)
+            recipe = sample_recipe(rng, style, rain_scale, bank=bank)
+            rainy = render_rain(clean, recipe, rng, bank=bank)
             for folder, rgb in ((summary.clean_dir, clean), (summary.rainy_dir, rainy)):
                 dest = folder / f"{stem}.png"
                 write_image(dest, target, rgb, fmt="png")
@@ -301,6 +336,8 @@ def _write_one(
                 "size": [width, height],
                 "recipe": asdict(recipe),
             }
+            if bank is not None:
+                record["streaks"] = str(bank.folder)
             lines.append(json.dumps(record) + "\n")
             stems.append(stem)
     except ImageError:

@@ -23,10 +23,18 @@ A :class:`RainRecipe` is a plain description, rendered by :func:`derain_cli.synt
 Sizes are in pixels of the image being rendered; :func:`sample_recipe` scales them with ``scale``
 (1.0 for a photo about 480 px on its short side), so rain keeps its look across resolutions.
 
+Two more kinds of layer come from outside this procedural model:
+
+* :class:`PhotoLayer`, the classic photographic recipe that the Rain1400-family datasets used
+  (noise on black, blur, levels, motion blur, levels, screen blend);
+* :class:`~derain_cli.synth.bank.BankLayer`, a streak image from a folder of streak images (a
+  *streak bank*, :mod:`derain_cli.synth.bank`), filtered by streak size, turned and zoomed.
+
 Styles (``STYLES``) span what photographs show, from drizzle to storms: ``drizzle``, ``streak``,
-``heavy``, ``curtain``, ``storm``, and ``mixed`` (each picture draws one of the others; the style
-that training uses). Ranges are deliberately wide: a renderer tuned to one benchmark's rain does
-not transfer to anybody else's.
+``heavy``, ``curtain``, ``storm``, ``photographic``, ``bank`` (needs a streak bank), and ``mixed``
+(each picture draws one of the others, ``bank`` only when a bank is given; the style that training
+uses). Ranges are deliberately wide: a renderer tuned to one benchmark's rain does not transfer to
+anybody else's.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+from derain_cli.synth.bank import TIERS, BankLayer, StreakBank
 
 Blend = Literal["add", "screen", "alpha"]
 
@@ -66,10 +76,30 @@ class StreakLayer:
 
 
 @dataclass(frozen=True)
+class PhotoLayer:
+    """One layer of the classic photographic rain recipe (sizes in pixels, angle from vertical).
+
+    Rendered as: Gaussian noise on black (``noise`` = its sigma), a Gaussian blur (``blur``),
+    levels that keep the brightest ``density`` share of the specks, a motion blur of ``length``
+    at ``angle``, and levels that stretch the streaks' top to ``opacity``.
+    """
+
+    noise: float
+    blur: float
+    density: float  # share of the pixels that seed a streak, (0, 1)
+    length: float
+    angle: float
+    opacity: float
+
+
+Layer = StreakLayer | PhotoLayer | BankLayer
+
+
+@dataclass(frozen=True)
 class RainRecipe:
     """Everything :func:`derain_cli.synth.render_rain` needs besides the clean image and a seed."""
 
-    layers: tuple[StreakLayer, ...]
+    layers: tuple[Layer, ...]
     blend: Blend = "add"
     colour: tuple[float, float, float] = (1.0, 1.0, 1.0)
     scene_colour: float = 0.0  # how much of the scene's mean colour the drops take, in [0, 1]
@@ -181,6 +211,60 @@ def _curtain(rng: np.random.Generator, scale: float) -> list[StreakLayer]:
     ]  # fmt: skip
 
 
+def _photographic(rng: np.random.Generator, scale: float) -> list[PhotoLayer]:
+    """One to three layers of the photographic recipe; far layers finer and fainter."""
+    angle = _wind(rng)
+    layers = []
+    for depth in range(int(rng.integers(1, 4))):
+        near = 0.6**depth
+        layers.append(
+            PhotoLayer(
+                noise=_u(rng, 0.3, 0.7),
+                blur=_u(rng, 0.3, 1.2) * scale * near,
+                density=_log_u(rng, 0.002, 0.03),
+                length=_log_u(rng, 12, 70) * scale * near,
+                angle=angle + float(rng.normal(0.0, 3.0)),
+                opacity=_u(rng, 0.3, 0.9) * (0.5 + 0.5 * near),
+            )
+        )
+    return layers
+
+
+#: Main streak angle of bank rain (limit, weight): its streaks are photographs of falling drops,
+#: mostly near vertical, sometimes blown or seen by a tilted camera.
+BANK_WIND_LIMITS = ((20.0, 0.6), (45.0, 0.2), (90.0, 0.2))
+#: How often a bank layer keeps each streak-size tier.
+BANK_TIER_WEIGHTS = {"small": 0.3, "middle": 0.3, "large": 0.2, "all": 0.2}
+
+
+def _bank(rng: np.random.Generator, scale: float, bank: StreakBank | None) -> list[BankLayer]:
+    """One to four bank images, each of one streak-size tier, turned and zoomed together."""
+    if bank is None or not len(bank):
+        raise ValueError("rain style 'bank' needs a folder of streak images (a streak bank)")
+    limits, weights = zip(*BANK_WIND_LIMITS, strict=True)
+    limit = limits[int(rng.choice(len(limits), p=np.array(weights) / sum(weights)))]
+    angle = _u(rng, -limit, limit)
+    tiers = list(BANK_TIER_WEIGHTS)
+    tier_p = np.array([BANK_TIER_WEIGHTS[t] for t in tiers])
+    layers = []
+    for _ in range(int(rng.integers(1, 5))):
+        tier = tiers[int(rng.choice(len(tiers), p=tier_p / tier_p.sum()))]
+        assert tier in TIERS
+        layers.append(
+            BankLayer(
+                source=bank.names[int(rng.integers(0, len(bank)))],
+                tier=tier,
+                zoom=_log_u(rng, 0.5, 1.6) * scale,
+                angle=angle + float(rng.normal(0.0, 3.0)),
+                flip=bool(rng.random() < 0.5),
+                opacity=_u(rng, 0.5, 1.2),
+                blur=_u(rng, 0.0, 0.8) * scale if rng.random() < 0.4 else 0.0,
+                offset=(float(rng.random()), float(rng.random())),
+            )
+        )
+    return layers
+
+
 _LAYERS: dict[str, Callable[[np.random.Generator, float], list[StreakLayer]]] = {
     "drizzle": _drizzle,
     "streak": _streak,
@@ -188,27 +272,45 @@ _LAYERS: dict[str, Callable[[np.random.Generator, float], list[StreakLayer]]] = 
     "curtain": _curtain,
     "storm": lambda rng, scale: _heavy(rng, scale) + _curtain(rng, scale)[:1],
 }
-#: How often ``mixed`` draws each style.
-MIXED_WEIGHTS = {"drizzle": 0.15, "streak": 0.3, "heavy": 0.3, "curtain": 0.15, "storm": 0.1}
-STYLES = (*_LAYERS, "mixed")
+#: How often ``mixed`` draws each style (``bank`` only when a streak bank is given).
+MIXED_WEIGHTS = {"drizzle": 0.1, "streak": 0.2, "heavy": 0.2, "curtain": 0.1, "storm": 0.1,
+                 "photographic": 0.15, "bank": 0.4}  # fmt: skip
+STYLES = (*_LAYERS, "photographic", "bank", "mixed")
 _VEIL = {"drizzle": (0.0, 0.1), "streak": (0.0, 0.08), "heavy": (0.0, 0.2),
-         "curtain": (0.0, 0.15), "storm": (0.1, 0.3)}  # fmt: skip
+         "curtain": (0.0, 0.15), "storm": (0.1, 0.3), "photographic": (0.0, 0.1),
+         "bank": (0.0, 0.15)}  # fmt: skip
 
 
-def sample_recipe(rng: np.random.Generator, style: str = "mixed", scale: float = 1.0) -> RainRecipe:
-    """Draw one recipe of ``style`` (see ``STYLES``); sizes multiplied by ``scale``."""
+def sample_recipe(
+    rng: np.random.Generator,
+    style: str = "mixed",
+    scale: float = 1.0,
+    bank: StreakBank | None = None,
+) -> RainRecipe:
+    """Draw one recipe of ``style`` (see ``STYLES``); sizes multiplied by ``scale``.
+
+    ``bank``: the streak images that style ``bank`` draws from (and ``mixed``, when given).
+    """
     if style not in STYLES:
         raise ValueError(f"rain style {style!r}: choose one of {', '.join(STYLES)}")
     if scale <= 0:
         raise ValueError(f"rain scale must be > 0, got {scale}")
     if style == "mixed":
-        names = list(MIXED_WEIGHTS)
+        names = [n for n in MIXED_WEIGHTS if n != "bank" or bank is not None]
         probs = np.array([MIXED_WEIGHTS[n] for n in names])
         style = names[int(rng.choice(len(names), p=probs / probs.sum()))]
     scale *= _log_u(rng, 0.7, 1.4)
-    layers = _LAYERS[style](rng, scale)
+    layers: list[Layer]
+    if style == "bank":
+        layers = list(_bank(rng, scale, bank))
+    elif style == "photographic":
+        layers = list(_photographic(rng, scale))
+    else:
+        layers = list(_LAYERS[style](rng, scale))
 
     blend: Blend = ("add", "screen", "alpha")[int(rng.choice(3, p=[0.35, 0.35, 0.3]))]
+    if style == "photographic":
+        blend = "screen"  # the recipe's own blend
     grey = _u(rng, 0.7, 1.0)
     tint = rng.normal(0.0, 0.03, size=3)
     tint[2] += _u(rng, 0.0, 0.05)  # rain light is often slightly blue

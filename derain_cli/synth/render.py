@@ -20,20 +20,35 @@ import math
 import cv2
 import numpy as np
 
-from derain_cli.synth.recipe import RainRecipe, StreakLayer
+from derain_cli.synth.bank import BankLayer, StreakBank
+from derain_cli.synth.recipe import Layer, PhotoLayer, RainRecipe, StreakLayer
 
 #: Upper bound on the streaks drawn one by one in a layer (a dense layer switches to a field).
 MAX_LINES = 6000
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel streak endpoints
 
 
-def render_rain(clean: np.ndarray, recipe: RainRecipe, rng: np.random.Generator) -> np.ndarray:
-    """The rainy version of ``clean`` (float32 ``(H, W, 3)`` in [0, 1]); ``clean`` is untouched."""
-    return render_pair(clean, recipe, rng)[0]
+def render_rain(
+    clean: np.ndarray,
+    recipe: RainRecipe,
+    rng: np.random.Generator,
+    *,
+    bank: StreakBank | None = None,
+) -> np.ndarray:
+    """The rainy version of ``clean`` (float32 ``(H, W, 3)`` in [0, 1]); ``clean`` is untouched.
+
+    ``bank``: the streak images that the recipe's bank layers name (needed only by those).
+    """
+    return render_pair(clean, recipe, rng, bank=bank)[0]
 
 
 def render_pair(
-    clean: np.ndarray, recipe: RainRecipe, rng: np.random.Generator, *, rain_only: bool = False
+    clean: np.ndarray,
+    recipe: RainRecipe,
+    rng: np.random.Generator,
+    *,
+    rain_only: bool = False,
+    bank: StreakBank | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(rainy, target)`` for supervision; the rainy image is :func:`render_rain`'s.
 
@@ -50,7 +65,7 @@ def render_pair(
     height, width = image.shape[:2]
     if recipe.veil > 0:
         image = _veil(image, recipe, rng)
-    alphas = [streak_alpha((height, width), layer, rng) for layer in recipe.layers]
+    alphas = [layer_alpha((height, width), layer, rng, bank) for layer in recipe.layers]
     colour = _drop_colour(clean, recipe)
     if alphas:
         image = _blend(image, alphas, colour, recipe.blend)
@@ -61,6 +76,38 @@ def render_pair(
     image = np.maximum(image, base)
     noise = _noise_field(image, recipe, rng)
     return _camera(image, recipe, rng, noise), _camera(base, recipe, rng, noise)
+
+
+def layer_alpha(
+    shape: tuple[int, int], layer: Layer, rng: np.random.Generator, bank: StreakBank | None
+) -> np.ndarray:
+    """Any layer's alpha map ``(H, W)`` float32 in [0, 1]."""
+    if isinstance(layer, BankLayer):
+        if bank is None:
+            raise ValueError(f"a streak-bank layer ({layer.source}) needs the streak bank")
+        return bank.alpha(shape, layer)
+    if isinstance(layer, PhotoLayer):
+        return photo_alpha(shape, layer, rng)
+    return streak_alpha(shape, layer, rng)
+
+
+def photo_alpha(shape: tuple[int, int], layer: PhotoLayer, rng: np.random.Generator) -> np.ndarray:
+    """The photographic recipe: noise, blur, levels, motion blur, levels (alpha in [0, 1])."""
+    height, width = shape
+    pad = int(math.ceil(layer.length + 3 * layer.blur)) + 2
+    canvas = np.abs(rng.normal(0.0, layer.noise, (height + 2 * pad, width + 2 * pad)))
+    canvas = canvas.astype(np.float32)
+    if layer.blur > 0.3:
+        canvas = cv2.GaussianBlur(canvas, (0, 0), layer.blur)
+    # levels: the black point keeps the brightest ``density`` of the specks
+    black = float(np.quantile(canvas, 1.0 - min(max(layer.density, 1e-5), 0.5)))
+    white = float(canvas.max())
+    canvas = np.clip((canvas - black) / max(white - black, 1e-6), 0.0, 1.0)
+    canvas = _motion_blur(canvas, max(layer.length, 1.0), layer.angle, normalise=True)
+    # levels: a lone streak's core reaches ``opacity``
+    top = float(np.quantile(canvas, 0.999))
+    canvas = np.clip(canvas / max(top, 1e-6), 0.0, 1.0) * layer.opacity
+    return np.ascontiguousarray(canvas[pad : pad + height, pad : pad + width])
 
 
 def streak_alpha(

@@ -23,7 +23,13 @@ from torch import nn
 
 from derain_cli import runtime
 from derain_cli.config import NLCLConfig, TrainConfig
-from derain_cli.data import ImageFolders, StepSampler, SyntheticRain, UnpairedCrops
+from derain_cli.data import (
+    CleanAugment,
+    ImageFolders,
+    StepSampler,
+    SyntheticRain,
+    UnpairedCrops,
+)
 from derain_cli.errors import UsageError, setting
 from derain_cli.train import distributed as dist_utils
 from derain_cli.train.checkpoint import (
@@ -232,12 +238,19 @@ def make_data(
     """The crops, this rank's loader from ``run.start`` on, and the fixed preview crops."""
     tc, lc, ctx = run.config.train, run.config.losses, run.ctx
     synthetic = (
-        SyntheticRain(lc.synthetic_style, lc.synthetic_scale, lc.synthetic_rain_only)
+        SyntheticRain(
+            lc.synthetic_style, lc.synthetic_scale, lc.synthetic_rain_only, lc.synthetic_streaks
+        )
         if lc.use_synthetic
         else None
     )
     dataset = UnpairedCrops(
-        folders, crop=tc.crop, seed=tc.seed, cache=tc.cache_images, synthetic=synthetic
+        folders,
+        crop=tc.crop,
+        seed=tc.seed,
+        cache=tc.cache_images,
+        synthetic=synthetic,
+        augment=CleanAugment(tc.clean_zoom_max, tc.clean_flip),
     )
     preview = dataset.preview(tc.num_samples) if ctx.is_main and tc.sample_every else None
     workers = loader_workers(tc.num_workers)
