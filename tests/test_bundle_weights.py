@@ -126,3 +126,28 @@ def test_wall_time_adds_the_segments_of_a_resumed_run() -> None:
     assert _tool().wall_seconds(metrics) == pytest.approx(2934.2)
     assert _tool().wall_seconds(metrics[:2]) == pytest.approx(1194.8)
     assert _tool().wall_seconds([]) == 0.0
+
+
+def test_every_benchmark_and_real_rain_niqe_must_beat_the_other_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never ship a model below the current default on any column: a second benchmark where it
+    loses, or a real-rain NIQE above another model's, is refused."""
+    folder = _weights_dir(tmp_path)
+    good = _eval(tmp_path, psnr=23.0, ssim=0.70)
+    losing = _eval(tmp_path, psnr=23.0, ssim=0.70, authors=23.5)
+    args = _args(_run(tmp_path), good, folder) + ["--bench", f"bench_gn={losing}"]
+    assert _tool().main(args) == 1
+    assert "below authors on bench-gn (psnr)" in capsys.readouterr().err
+    real = tmp_path / "real.json"
+    rows = [
+        {"method": "input", "set": "all", "niqe": 4.2},
+        {"method": "G_B", "set": "all", "niqe": 4.1},
+        {"method": "nlcl-cpu-v1", "set": "all", "niqe": 4.0},
+    ]
+    real.write_text(json.dumps({"summary": rows}))
+    args = _args(tmp_path / "run", good, folder)
+    args[args.index("--real") + 1] = str(real)
+    assert _tool().main(args) == 1
+    assert "above nlcl-cpu-v1 on real-rain NIQE" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["registry.json"]
