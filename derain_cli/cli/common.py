@@ -38,6 +38,7 @@ FLAGS: dict[str, str] = {
     "train.batch_size": "--batch-size",
     "train.crop": "--crop",
     "train.time_limit_s": "--time-limit",
+    "train.init": "--init",
 }
 
 

@@ -6,6 +6,7 @@ prints nothing (the loop hands it to its :class:`~derain_cli.train.loop.Progress
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -35,6 +36,16 @@ def run_summary(
             else "; synthetic supervision alone"
         )
     return text + f"; checkpoint every {tc.checkpoint_every} steps"
+
+
+def init_note(origin: Mapping[str, str]) -> str:
+    """Where G_B (and G_R) start from, with the sha256 of the weights loaded."""
+    text = f"G_B starts from {origin['spec']} ({origin['source']}, sha256 {origin['sha256'][:12]})"
+    if "rain_source" in origin:
+        text += f", G_R from {origin['rain_source']} (sha256 {origin['rain_sha256'][:12]})"
+    else:
+        text += "; G_R starts fresh (the weights have no rain partner)"
+    return text + "; the discriminator and the heads start fresh"
 
 
 def format_duration(seconds: float) -> str:
