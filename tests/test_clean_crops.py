@@ -69,8 +69,9 @@ def test_crops_are_seeded_and_fit_small_photos(tmp_path: Path) -> None:
     a, _ = score_crops(paths, Opening(), side=48, per_image=3, seed=1)
     b, _ = score_crops(paths, Opening(), side=48, per_image=3, seed=1)
     assert [(c.top, c.left, c.rain) for c in a] == [(c.top, c.left, c.rain) for c in b]
-    big, _ = score_crops(paths, Opening(), side=500, per_image=1)
+    big, _ = score_crops(paths, Opening(), side=500, per_image=3)
     assert {c.side for c in big} == {64}  # the photos' short side
+    assert len({(c.source, c.top, c.left) for c in big}) == len(big)  # each place scored once
     assert len(least_rainy(big, 0.01)) == 1  # never fewer than one
 
 

@@ -9,45 +9,23 @@ from typing import Any
 
 import pytest
 import torch
-from _trainkit import TINY, make_dataset, tiny_config
+from _trainkit import TINY_S2D, make_dataset, save_spec, tiny_config, tiny_without_generators
 from typer.testing import CliRunner
 
 from derain_cli.checksums import sha256_file
 from derain_cli.cli.app import app
 from derain_cli.config import NLCLConfig
 from derain_cli.data import scan_folders
-from derain_cli.nets.registry import build_generator
 from derain_cli.toml_text import dumps_toml
 from derain_cli.train.checkpoint import load_checkpoint
 from derain_cli.train.export import export_run
 from derain_cli.train.init_weights import full_hparams
 from derain_cli.train.loop import Hooks, train
 from derain_cli.train.setup import Run, build_objective
-from derain_cli.weights import load_weights, save_weights
+from derain_cli.weights import load_weights
 
 runner = CliRunner()
 TINY_RESNET = {"channels": 8, "blocks": 2}  # TINY's generators
-TINY_S2D = {"channels": 8, "blocks": 2, "factor": 2, "norm": "none", "refine": 4}
-
-
-def save_spec(folder: Path, arch: str, hparams: dict[str, Any], *, rain: bool = True) -> Path:
-    """A trained-looking G_B (and G_R beside it): seeded random weights with derain metadata."""
-    folder.mkdir(parents=True, exist_ok=True)
-    layers = [("G_B", "background", 1)] + ([("G_R", "rain", 2)] if rain else [])
-    for name, layer, seed in layers:
-        torch.manual_seed(seed)
-        net = build_generator(arch, hparams)
-        save_weights(folder / f"{name}.safetensors", net, arch=arch, hparams=hparams,
-                     metadata={"derain.layer": layer})  # fmt: skip
-    return folder / "G_B.safetensors"
-
-
-def tiny_without_generators() -> dict[str, Any]:
-    """TINY with the generator keys left out (they come from --init)."""
-    data = json.loads(json.dumps(TINY))
-    for key in ("generator_hparams", "rain_hparams"):
-        data["model"].pop(key)
-    return data
 
 
 @pytest.fixture
@@ -164,7 +142,7 @@ def test_an_initialised_run_resumes_exactly_without_the_weights_and_records_them
     a, b = tmp_path / "a", tmp_path / "b"
     result = runner.invoke(app, ["train", str(data), *common, "--out", str(a)])
     assert result.exit_code == 0, result.output
-    assert f"G_B starts from {spec} ({spec}, sha256 {digests['sha256'][:12]})" in result.output
+    assert f"G_B starts from {spec}, sha256 {digests['sha256'][:12]}; G_R from" in result.output
     result = runner.invoke(app, ["train", str(data), *common, "--out", str(b), "--steps", "2"])
     assert result.exit_code == 0, result.output
 

@@ -47,7 +47,8 @@ ETA_WINDOW = 5
 class RichProgress:
     """Live display on a terminal (step, ETA, images/s, each loss); plain lines otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str = "train") -> None:
+        self.command = command  # notes read "derain COMMAND: ..."
         self.total = 0
         self.first = 0
         self.live: Any = None
@@ -74,7 +75,7 @@ class RichProgress:
             err_console.print(self._line(record), markup=False, highlight=False)
 
     def note(self, text: str) -> None:
-        err_console.print(f"derain train: {text}", markup=False, highlight=False)
+        err_console.print(f"derain {self.command}: {text}", markup=False, highlight=False)
 
     def close(self) -> None:
         if self.live is not None:

@@ -74,9 +74,10 @@ def score_crops(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> tuple[list[ScoredCrop], list[Path]]:
-    """``per_image`` random ``side``-px crops of each photo (smaller photos: their short side),
-    scored by G_B; positions come from ``default_rng([seed, index])``. Returns the scored crops
-    and the photos that could not be decoded (skipped)."""
+    """Up to ``per_image`` random ``side``-px crops of each photo (smaller photos: their short
+    side; a position drawn twice is scored once), scored by G_B; positions come from
+    ``default_rng([seed, index])``. Returns the scored crops and the photos that could not be
+    decoded (skipped)."""
     from derain_cli.data import decode
 
     if side < 1 or per_image < 1:
@@ -93,10 +94,12 @@ def score_crops(
         height, width = rgb.shape[:2]
         size = min(side, height, width)
         rng = np.random.default_rng([seed, index])
-        corners = [
-            (int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1)))
-            for _ in range(per_image)
-        ]
+        corners = list(  # a small photo has few places: each is scored once
+            dict.fromkeys(
+                (int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1)))
+                for _ in range(per_image)
+            )
+        )
         crops = [rgb[top : top + size, left : left + size] for top, left in corners]
         o = torch.cat([to_model_range(crop) for crop in crops]).to(device)
         with torch.inference_mode():

@@ -40,9 +40,11 @@ def run_summary(
 
 def init_note(origin: Mapping[str, str]) -> str:
     """Where G_B (and G_R) start from, with the sha256 of the weights loaded."""
-    text = f"G_B starts from {origin['spec']} ({origin['source']}, sha256 {origin['sha256'][:12]})"
+    spec, source = origin["spec"], origin["source"]
+    named = spec if source == spec else f"{spec} ({source})"
+    text = f"G_B starts from {named}, sha256 {origin['sha256'][:12]}"
     if "rain_source" in origin:
-        text += f", G_R from {origin['rain_source']} (sha256 {origin['rain_sha256'][:12]})"
+        text += f"; G_R from {origin['rain_source']}, sha256 {origin['rain_sha256'][:12]}"
     else:
         text += "; G_R starts fresh (the weights have no rain partner)"
     return text + "; the discriminator and the heads start fresh"
