@@ -162,8 +162,8 @@ def _run_steps(
         report.note(messages.run_summary(run.config, run.device, run.dtype, run.start, total))
         if run.origin and run.start == 0:
             report.note(messages.init_note(run.origin))
-    clock = _FirstSteps(run)
     deadline = time.monotonic() + tc.time_limit_s if tc.time_limit_s > 0 else None
+    clock = _FirstSteps(run, deadline)
     with StopOnSignal() as stop:
         for batch in loader:
             lr = lr_at(tc, step, total)
@@ -270,8 +270,9 @@ def _log(run: Run, record: dict[str, Any], last_saved: int | None) -> None:
 class _FirstSteps:
     """Times the first two steps and tells rank 0's report how long the run will take."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, deadline: float | None) -> None:
         self.run = run
+        self.deadline = deadline  # time.monotonic() of the time limit, if any
         self.began = time.perf_counter()
         self.first_s = 0.0  # the first step's time, start-up included
 
@@ -290,6 +291,7 @@ class _FirstSteps:
             total - step,
             run.device,
             slower_from=supervised_to + 1 if step < supervised_to < total else None,
+            time_left_s=max(0.0, self.deadline - time.monotonic()) if self.deadline else None,
         )
         for line in lines:
             if line is not None:
