@@ -63,6 +63,14 @@ def test_the_clean_looking_crops_are_chosen(tmp_path: Path) -> None:
     assert [row["file"] for row in manifest] == [f.name for f in chosen.files]
     assert manifest[0]["source"] == str(first.source)
 
+    # Written again (an earlier attempt's folder): only the new crops are there, and a file
+    # the manifest does not list is left alone.
+    (chosen.folder / "mine.png").write_bytes(b"")
+    again = choose_clean_crops(
+        paths[:2], Opening(), chosen.folder, side=32, per_image=1, keep=1.0, seed=3
+    )
+    assert sorted(chosen.folder.glob("*.png")) == sorted([*again.files, chosen.folder / "mine.png"])
+
 
 def test_crops_are_seeded_and_fit_small_photos(tmp_path: Path) -> None:
     paths, _ = make_photos(tmp_path / "rainy", count=2)

@@ -45,6 +45,7 @@ FLAGS: dict[str, str] = {
 #: ``derain adapt``'s flags; config keys without a flag stay keys (its ``--set`` takes them).
 ADAPT_FLAGS: dict[str, str] = {
     "output": "-o",
+    "weights": "--init",  # "no default weights are bundled yet: pass --init FILE..."
     "train.time_limit_s": "--time-limit",
     "train.init": "--init",
 }

@@ -34,7 +34,14 @@ from typing import Any
 from derain_cli.atomic import atomic_write_bytes
 from derain_cli.checksums import write_sidecar
 from derain_cli.config import NLCLConfig, TrainConfig
-from derain_cli.data import ImageFolders, list_images, probe_image, rainy_folders, scan_folders
+from derain_cli.data import (
+    ImageFolders,
+    check_crop,
+    list_images,
+    probe_image,
+    rainy_folders,
+    scan_folders,
+)
 from derain_cli.errors import UsageError, setting
 from derain_cli.toml_text import toml_loads
 from derain_cli.train.clean_crops import CleanCrops, choose_clean_crops
@@ -150,8 +157,14 @@ def adapt(
     try:
         crops_folder = root / CROPS_FOLDER
         clean_dirs = [Path(folder) for folder in clean] or _clean_subfolder(rainy)
-        photos = _rainy_photos(rainy_folders([rainy]), clean_dirs, config.train.batch_size)
+        rainy_dirs = rainy_folders([rainy])
+        photos = _rainy_photos(rainy_dirs, clean_dirs, config.train.batch_size)
+        # the crop against the rainy photos (the clean set may not exist yet), before any work
+        listed = ImageFolders(rainy_dirs, tuple(clean_dirs), tuple(photos), ())
+        upscaled = check_crop(listed, config.train.crop)
         say(_plan_note(weights, config, rainy, len(photos), bool(clean_dirs), started))
+        if upscaled is not None:
+            say(f"note: {upscaled}")
         crops = None
         if not clean_dirs:
             crops = _least_rainy(photos, weights, config, crops_folder)
@@ -216,7 +229,7 @@ def _rainy_photos(rainy_dirs: Sequence[Path], clean_dirs: Sequence[Path], batch:
         where = ", ".join(str(d) for d in rainy_dirs)
         raise UsageError(
             f"{where}: {len(readable)} readable rainy image(s), fewer than the batch size "
-            f"{batch}; add images or lower train.batch_size"
+            f"{batch}; add images or lower {setting('train.batch_size')}"
         )
     return readable
 

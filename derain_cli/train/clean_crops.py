@@ -122,10 +122,13 @@ def least_rainy(scored: Sequence[ScoredCrop], keep: float) -> list[ScoredCrop]:
 
 def write_crops(crops: Sequence[ScoredCrop], folder: Path) -> list[Path]:
     """Write each crop as ``NNNN-<photo>-y<top>-x<left>.png`` (NNNN: its rank, least rain first)
-    and a ``crops.json`` manifest (source, position, side, score) into ``folder``."""
+    and a ``crops.json`` manifest (source, position, side, score) into ``folder``. Crops an
+    earlier call listed in the manifest there are removed first (nothing else is touched), so an
+    earlier attempt's crops never join this set."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_listed(folder)
     files = []
     for rank, crop in enumerate(crops):
         path = folder / f"{rank:04d}-{crop.source.stem}-y{crop.top}-x{crop.left}.png"
@@ -140,6 +143,17 @@ def write_crops(crops: Sequence[ScoredCrop], folder: Path) -> list[Path]:
     ]  # fmt: skip
     atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     return files
+
+
+def _remove_listed(folder: Path) -> None:
+    try:
+        rows = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for row in rows if isinstance(rows, list) else []:
+        name = row.get("file") if isinstance(row, dict) else None
+        if isinstance(name, str) and Path(name).name == name:
+            (folder / name).unlink(missing_ok=True)
 
 
 def choose_clean_crops(
