@@ -51,7 +51,8 @@ def test_adapt_end_to_end_with_the_least_rainy_crops(shoot: Path, tmp_path: Path
     plan = next(i for i, line in enumerate(lines) if line.startswith("derain adapt: adapting"))
     first_step = next(i for i, line in enumerate(lines) if line.startswith("step 1/"))
     assert plan < first_step  # the ETA comes at once, before the crops and the first step
-    assert "6 photos" in lines[plan] and "3 steps of 2 x 32 px; about 1 min, done by" in lines[plan]
+    assert "6 photos" in lines[plan]
+    assert "3 steps, batch 2 x 32 px; about 1 min, done by" in lines[plan]
     assert "least-rainy crops stand in" in lines[plan]
     assert f"wrote {out} (sha256 " in result.output
 

@@ -278,7 +278,7 @@ def _plan_note(
     start = weights.spec if source == weights.spec else f"{weights.spec} ({source})"
     clean = "" if has_clean else "; no clean photos: their least-rainy crops stand in"
     text = (
-        f"adapting {start} to {photos} photos in {rainy}{clean}; {tc.steps} steps of "
+        f"adapting {start} to {photos} photos in {rainy}{clean}; {tc.steps} steps, batch "
         f"{tc.batch_size} x {tc.crop} px"
     )
     if tc.time_limit_s <= 0:
