@@ -94,11 +94,13 @@ def test_adapt_with_clean_photos_in_a_temporary_run_folder(
 
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     notes: list[str] = []
+    (tmp_path / "mine.safetensors").write_bytes(b"an older file")
     result = adapt(
         shoot, tmp_path / "mine.safetensors", init=str(spec), clean=[clean],
-        recipe=tiny_recipe(tmp_path / "recipe.toml"), note=notes.append,
+        recipe=tiny_recipe(tmp_path / "recipe.toml"), note=notes.append, overwrite=True,
     )  # fmt: skip
-    assert result.output == tmp_path / "mine.safetensors" and result.output.is_file()
+    assert result.output == tmp_path / "mine.safetensors"
+    assert load_weights(str(result.output)).arch == "nlcl-s2d"  # replaced, sidecar checked
     assert result.crops is None and result.folders.clean_dirs == (clean,)
     assert result.train.step == 2  # the recipe's own budget: its steps unscaled
     assert "least-rainy" not in notes[0]
