@@ -227,6 +227,10 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 0.0  # max global grad norm per optimiser; 0 = off
     seed: int = 0
+    # weights G_B (and G_R, where they have a rain partner) start from: a registered name, a
+    # .safetensors/.pth file or hf://... (derain train --init; train/init_weights.py); "" = random.
+    # The discriminator and the heads always start fresh. Not resumable: the checkpoint has them.
+    init: str = ""
     precision: Precision = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile the generators and the discriminator
@@ -318,16 +322,30 @@ class NLCLConfig:
         return _to_plain(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> NLCLConfig:
-        """Build from a (partial) nested dict; missing keys keep their defaults.
+    def from_dict(
+        cls, data: Mapping[str, Any], *, source: str = "config", base: NLCLConfig | None = None
+    ) -> NLCLConfig:
+        """Build from a (partial) nested dict; missing keys keep their defaults (or ``base``'s).
 
-        Unknown keys and wrong types raise :class:`UsageError` naming ``source`` and the key.
+        With ``base``, each section of ``data`` replaces the keys it names in ``base`` and keeps
+        the others (a key's value, a dict like ``model.generator_hparams`` too, is replaced
+        whole). Unknown keys and wrong types raise :class:`UsageError` naming ``source`` and the
+        key.
         """
+        if base is not None and isinstance(data, Mapping):
+            merged = base.to_dict()
+            for section, table in data.items():
+                if isinstance(table, Mapping) and isinstance(merged.get(section), dict):
+                    merged[section] = {**merged[section], **table}
+                else:
+                    merged[section] = table
+            data = merged
         return _build(cls, data, source, "")
 
     @classmethod
-    def load(cls, path: Path | str) -> NLCLConfig:
-        """Read a TOML (or JSON, or YAML when PyYAML is installed) file."""
+    def load(cls, path: Path | str, *, base: NLCLConfig | None = None) -> NLCLConfig:
+        """Read a TOML (or JSON, or YAML when PyYAML is installed) file; keys it does not set
+        keep their defaults, or ``base``'s values (see :meth:`from_dict`)."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -353,7 +371,7 @@ class NLCLConfig:
             raise UsageError(f"{path}: not a valid config file ({exc})") from None
         if not isinstance(data, dict):
             raise UsageError(f"{path}: a config file must hold tables (model, train, ...)")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path), base=base)
 
     def dumps_toml(self) -> str:
         """The config as TOML text that :meth:`load` reads back to an equal config."""

@@ -96,15 +96,7 @@ def resolve_folders(
     drawn twice as often.
     """
     datas = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
-    if not datas:
-        raise UsageError("no folder of rainy images given")
-    for folder in datas:
-        if not folder.exists():
-            raise UsageError(f"{folder}: no such folder")
-        if not folder.is_dir():
-            raise UsageError(f"{folder}: not a folder of rainy images")
-    rainy_dirs = tuple(d / "rainy" if (d / "rainy").is_dir() else d for d in datas)
-    _refuse_overlap(rainy_dirs)
+    rainy_dirs = rainy_folders(datas)
     cleans = [clean] if isinstance(clean, (str, Path)) else list(clean or ())
     if cleans:
         clean_dirs: tuple[Path, ...] = tuple(Path(c) for c in cleans)
@@ -120,6 +112,21 @@ def resolve_folders(
                 f"photos: pass {setting('clean')} DIR or create {datas[0] / 'clean'}"
             )
     return rainy_dirs, clean_dirs
+
+
+def rainy_folders(data: Sequence[Path]) -> tuple[Path, ...]:
+    """The rainy folder of each DATA (its ``rainy/`` when it has one), checked: each exists, and
+    none is given twice or inside another (:class:`UsageError`)."""
+    if not data:
+        raise UsageError("no folder of rainy images given")
+    for folder in data:
+        if not folder.exists():
+            raise UsageError(f"{folder}: no such folder")
+        if not folder.is_dir():
+            raise UsageError(f"{folder}: not a folder of rainy images")
+    rainy_dirs = tuple(d / "rainy" if (d / "rainy").is_dir() else d for d in data)
+    _refuse_overlap(rainy_dirs)
+    return rainy_dirs
 
 
 def _refuse_overlap(folders: Sequence[Path], kind: str = "rainy") -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -32,10 +31,9 @@ import numpy as np
 import torch
 
 from derain_cli.config import SamplerConfig
-from derain_cli.errors import UsageError, WeightsError, setting
+from derain_cli.errors import UsageError, setting
 from derain_cli.sampling import block_match, grid_shape, random_indices
 from derain_cli.tensors import from_model_range, pixels_to_tensor, tensor_to_pixels, to_model_range
-from derain_cli.weights_registry import load_registry
 
 DEFAULT_MAX_SIDE = 512
 ZOOM = 4  # each patch is drawn ZOOM times larger, nearest-neighbour, so pixels stay exact
@@ -299,25 +297,6 @@ def decompose(
         b = from_model_range(g_b(x))
         r = tensor_to_pixels(g_r(x) / 2.0) if g_r is not None else None
     return b, r
-
-
-def rain_weights_beside(spec: str) -> Path | str | None:
-    """The G_R that belongs with the G_B ``spec``, if there is one: the file next to a G_B file
-    (``G_B`` -> ``G_R`` in the name), or for a registered name (``default`` included) the
-    registered ``<name>-rain`` entry (how bundled weights are named)."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        if "G_B" not in path.name:
-            return None
-        candidate = path.with_name(path.name.replace("G_B", "G_R"))
-        return candidate if candidate.is_file() else None
-    try:
-        registry = load_registry()
-        entry = registry.lookup(spec)
-    except WeightsError:
-        return None
-    rain = f"{entry.name}-rain"
-    return rain if rain in registry.entries else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -106,6 +106,32 @@ def weights_layer(path: Path, meta: Mapping[str, str]) -> tuple[str, str]:
     return "", ""
 
 
+def rain_weights_beside(spec: str) -> Path | str | None:
+    """The G_R spec that belongs with the G_B ``spec``, if there is one.
+
+    Beside a G_B file: the file of the same name with ``G_B`` -> ``G_R`` (how ``derain train``
+    exports a run, and how the authors name their checkpoints). For a registered name
+    (``default`` included): the registered ``<name>-rain`` entry (how bundled weights are named).
+    ``hf://`` specs and files without ``G_B`` in the name have none. ``derain inspect-patches``
+    and ``derain train --init`` both use it.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if "G_B" not in path.name:
+            return None
+        candidate = path.with_name(path.name.replace("G_B", "G_R"))
+        return candidate if candidate.is_file() else None
+    if spec.startswith(HF_SCHEME) or not _looks_like_name(spec):
+        return None
+    try:
+        registry = load_registry()
+        entry = registry.lookup(spec)
+    except WeightsError:
+        return None
+    rain = f"{entry.name}-rain"
+    return rain if rain in registry.entries else None
+
+
 def load_weights(spec: str | None) -> LoadedWeights:
     """Resolve ``spec`` (see the module docstring) and build the generator it describes."""
     spec = DEFAULT_ALIAS if spec is None else spec.strip()

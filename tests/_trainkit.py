@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,6 +50,10 @@ TINY: dict[str, Any] = {
 }
 
 
+#: A tiny nlcl-s2d (2x2 cells, no norm, a refinement head): starting weights for --init tests.
+TINY_S2D: dict[str, Any] = {"channels": 8, "blocks": 2, "factor": 2, "norm": "none", "refine": 4}
+
+
 def tiny_config(**train: Any) -> NLCLConfig:
     return NLCLConfig.from_dict(TINY).with_overrides({f"train.{k}": v for k, v in train.items()})
 
@@ -56,6 +61,32 @@ def tiny_config(**train: Any) -> NLCLConfig:
 def write_tiny_toml(path: Path, **train: Any) -> Path:
     path.write_text(tiny_config(**train).dumps_toml(), encoding="utf-8")
     return path
+
+
+def tiny_without_generators() -> dict[str, Any]:
+    """TINY with the generator keys left out (``--init`` gives them)."""
+    data: dict[str, Any] = json.loads(json.dumps(TINY))
+    for key in ("generator_hparams", "rain_hparams"):
+        data["model"].pop(key)
+    return data
+
+
+def save_spec(folder: Path, arch: str, hparams: dict[str, Any], *, rain: bool = True) -> Path:
+    """Starting weights for ``--init``: a seeded random G_B, and G_R beside it (``rain``), with
+    derain metadata, in ``folder``; returns the G_B file."""
+    import torch
+
+    from derain_cli.nets.registry import build_generator
+    from derain_cli.weights import save_weights
+
+    folder.mkdir(parents=True, exist_ok=True)
+    layers = [("G_B", "background", 1)] + ([("G_R", "rain", 2)] if rain else [])
+    for name, layer, seed in layers:
+        torch.manual_seed(seed)
+        net = build_generator(arch, hparams)
+        save_weights(folder / f"{name}.safetensors", net, arch=arch, hparams=hparams,
+                     metadata={"derain.layer": layer})  # fmt: skip
+    return folder / "G_B.safetensors"
 
 
 def make_dataset(root: Path, *, rainy: int = 6, clean: int = 4, seed: int = 0) -> Path:

@@ -150,3 +150,18 @@ def test_retired_keys_of_older_run_folders_are_read_and_ignored() -> None:
     data = NLCLConfig().to_dict()
     data["train"]["checkpoint_part_mb"] = 15  # written by older versions into config.toml
     assert NLCLConfig.from_dict(data) == NLCLConfig()
+
+
+def test_a_file_over_a_base_config_replaces_the_keys_it_names(tmp_path: Path) -> None:
+    """``load(path, base=...)``: what ``derain train --init`` layers the config file over."""
+    base = NLCLConfig().with_overrides(
+        {"model.generator": "nlcl-s2d", "model.generator_hparams": {"factor": 2, "channels": 32},
+         "train.lr": 3e-4}
+    )  # fmt: skip
+    path = tmp_path / "c.toml"
+    path.write_text("[model.generator_hparams]\nchannels = 8\n[train]\nsteps = 7\n")
+    loaded = NLCLConfig.load(path, base=base)
+    assert loaded.model.generator == "nlcl-s2d"  # not named by the file: the base's
+    assert loaded.model.generator_hparams == {"channels": 8}  # a value is replaced whole
+    assert (loaded.train.lr, loaded.train.steps) == (3e-4, 7)
+    assert NLCLConfig.load(path).model.generator == "nlcl-resnet"  # no base: the defaults

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from derain_cli import inspect as ins
 from derain_cli.cli.app import app, route
+from derain_cli.weights import rain_weights_beside
 
 runner = CliRunner()
 REPEATS = [(0, 0), (48, 32), (16, 64)]  # (x, y) top-left corners on the 8-px training grid
@@ -193,7 +194,7 @@ def test_cli_with_weights_searches_b_and_r(tmp_path: Path) -> None:
     result = runner.invoke(app, route([*args, "--json"]))
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rain_layer"] == "G_R"
-    assert ins.rain_weights_beside(str(run / "G_B.safetensors")) == run / "G_R.safetensors"
+    assert rain_weights_beside(str(run / "G_B.safetensors")) == run / "G_R.safetensors"
 
 
 def test_registered_weights_find_their_rain_entry(
@@ -201,10 +202,10 @@ def test_registered_weights_find_their_rain_entry(
 ) -> None:
     """`--weights default` pairs with the bundled G_R (`<name>-rain`); it used to find none."""
     monkeypatch.delenv("DERAIN_REGISTRY", raising=False)
-    assert ins.rain_weights_beside("default") == "nlcl-cpu-v1-rain"
-    assert ins.rain_weights_beside("nlcl-cpu-v1") == "nlcl-cpu-v1-rain"
-    assert ins.rain_weights_beside("nlcl-cpu-v1-rain") is None
-    assert ins.rain_weights_beside("no-such-weights") is None
+    assert rain_weights_beside("default") == "nlcl-cpu-v1-rain"
+    assert rain_weights_beside("nlcl-cpu-v1") == "nlcl-cpu-v1-rain"
+    assert rain_weights_beside("nlcl-cpu-v1-rain") is None
+    assert rain_weights_beside("no-such-weights") is None
     src = tmp_path / "o.png"
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(src)
     args = ["inspect-patches", str(src), "--weights", "default", "--k", "2", "--json"]

@@ -33,6 +33,11 @@ def test_a_run_longer_than_a_day_is_warned_about_once_with_what_to_change() -> N
     assert first_step_estimate(1.0, LONG_RUN_S / 10, 10, cpu)[1] is None
     line, _ = first_step_estimate(1.0, 0.5, 100, cpu, slower_from=80)
     assert "or more (the steps from 80 on" in line
+    line, _ = first_step_estimate(1.0, 1.5, 400, cpu, time_left_s=300.0)
+    assert line.endswith("about 10 min; the time limit stops it sooner, in about 5 min (about 200 "
+                         "more steps)")  # fmt: skip
+    line, _ = first_step_estimate(1.0, 1.5, 100, cpu, time_left_s=300.0)
+    assert line.endswith("about 2 min")  # done before the limit
 
 
 def test_durations_read_like_estimates() -> None:

@@ -490,6 +490,7 @@ def test_wheel_ships_registry_and_lookup_finds_it(tmp_path: Path) -> None:
     (wheel,) = wheels.glob("derain-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.endswith("data/share/derain/weights/registry.json") for n in names)
+    assert "derain_cli/presets/adapt.toml" in names  # derain adapt's recipe
 
     prefix = tmp_path / "prefix"
     # --ignore-installed: without it pip would first uninstall this venv's (editable) derain.

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from derain_cli import __version__
-from derain_cli.cli import evaluate, inspect_patches, run, synth, train, weights
+from derain_cli.cli import adapt, evaluate, inspect_patches, run, synth, train, weights
 
 
 def _hide_flag_types() -> None:
@@ -62,6 +62,10 @@ app.command(
     help="Train NLCL on a folder of rainy images.",
 )(train.command)
 app.command(
+    "adapt",
+    help="Adapt the default model to a folder of your own rainy photos (no clean versions).",
+)(adapt.command)
+app.command(
     "eval",
     help="Score models on rainy/clean pairs (PSNR, SSIM, NIQE).",
 )(evaluate.command)
@@ -74,7 +78,7 @@ app.command(
     help="Render rain over clean photographs: rainy/clean pairs for derain eval.",
 )(synth.command)
 
-SUBCOMMANDS = frozenset({"run", "weights", "train", "eval", "inspect-patches", "synth"})
+SUBCOMMANDS = frozenset({"run", "weights", "train", "adapt", "eval", "inspect-patches", "synth"})
 TOP_LEVEL_OPTIONS = frozenset({"-h", "--help", "-V", "--version"})
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import typer
 from rich.console import Console
@@ -38,18 +38,28 @@ FLAGS: dict[str, str] = {
     "train.batch_size": "--batch-size",
     "train.crop": "--crop",
     "train.time_limit_s": "--time-limit",
+    "train.init": "--init",
+}
+
+
+#: ``derain adapt``'s flags; config keys without a flag stay keys (its ``--set`` takes them).
+ADAPT_FLAGS: dict[str, str] = {
+    "output": "-o",
+    "weights": "--init",  # "no default weights are bundled yet: pass --init FILE..."
+    "train.time_limit_s": "--time-limit",
+    "train.init": "--init",
 }
 
 
 @contextlib.contextmanager
-def user_errors(debug: bool = False) -> Iterator[None]:
+def user_errors(debug: bool = False, flags: Mapping[str, str] = FLAGS) -> Iterator[None]:
     """Turn :class:`DerainError` into a one-line message and its exit code; inside the block,
-    library messages name command-line flags (:func:`derain_cli.errors.speak_cli`).
+    library messages name command-line flags (``flags``; :func:`derain_cli.errors.speak_cli`).
 
     With ``debug`` the traceback is shown as well.
     """
     try:
-        with speak_cli(FLAGS):
+        with speak_cli(flags):
             yield
     except DerainError as exc:
         if debug:

@@ -1,8 +1,8 @@
 """`derain train DATA`: train NLCL on unpaired rainy/clean folders (see docs/training.md).
 
-Config precedence: defaults < ``--config FILE`` < ``--set KEY=VALUE`` < the explicit options
-(``--steps``, ``--batch-size``...). On ``--resume`` the checkpoint's config is the base, and only
-run-length and runtime settings may change.
+Config precedence: defaults < the ``--init`` weights' architecture < ``--config FILE`` <
+``--set KEY=VALUE`` < the explicit options (``--steps``, ``--batch-size``...). On ``--resume`` the
+checkpoint's config is the base, and only run-length and runtime settings may change.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from derain_cli.cli.common import err_console, fail, user_errors
-from derain_cli.config import TrainConfig
+from derain_cli.config import NLCLConfig, TrainConfig
 
 #: Shown in --help; the values themselves live in the config (one place for every default).
 _DEFAULTS = TrainConfig()
@@ -47,7 +47,8 @@ ETA_WINDOW = 5
 class RichProgress:
     """Live display on a terminal (step, ETA, images/s, each loss); plain lines otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str = "train") -> None:
+        self.command = command  # notes read "derain COMMAND: ..."
         self.total = 0
         self.first = 0
         self.live: Any = None
@@ -74,7 +75,7 @@ class RichProgress:
             err_console.print(self._line(record), markup=False, highlight=False)
 
     def note(self, text: str) -> None:
-        err_console.print(f"derain train: {text}", markup=False, highlight=False)
+        err_console.print(f"derain {self.command}: {text}", markup=False, highlight=False)
 
     def close(self) -> None:
         if self.live is not None:
@@ -175,6 +176,17 @@ def command(
         int | None,
         typer.Option("--crop", help=f"Random crop side in pixels. Default: {_DEFAULTS.crop}."),
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            metavar="SPEC",
+            help="Start G_B (and G_R, where the weights have a rain partner) from these weights: "
+            "a registered name (default), a .safetensors/.pth file or hf://...; the discriminator "
+            "and heads start fresh. The architecture is taken from them (train.init).",
+            show_default=False,
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     time_limit: Annotated[
         str | None,
@@ -230,6 +242,7 @@ def command(
                 "train.batch_size": batch_size,
                 "train.crop": crop,
                 "train.time_limit_s": limit_s,
+                "train.init": init,
                 "losses.synthetic_streaks": str(streaks) if streaks is not None else None,
             },
         )
@@ -246,7 +259,6 @@ def _run(
     overrides: list[str],
     flags: Mapping[str, Any],
 ) -> None:
-    from derain_cli.config import NLCLConfig
     from derain_cli.errors import UsageError
     from derain_cli.toml_text import parse_override
 
@@ -256,15 +268,21 @@ def _run(
     def resolved(base: NLCLConfig) -> NLCLConfig:
         return base.with_overrides(changes, source="command line") if changes else base
 
-    requested = resolved(NLCLConfig.load(config_file) if config_file else NLCLConfig())
     if out is None and resume:
         raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
     saved = _saved_config(out, resume)
     if saved is not None:
         from derain_cli.train.setup import check_resume_config
 
-        requested = resolved(NLCLConfig.load(config_file)) if config_file else resolved(saved)
+        # The checkpoint's generators stand in for its --init weights, which are not read again.
+        base = _architecture_base(saved) if saved.train.init else NLCLConfig()
+        if config_file:
+            requested = resolved(NLCLConfig.load(config_file, base=base))
+        else:
+            requested = resolved(saved)
         check_resume_config(saved, requested)
+    else:
+        requested = _resolve_new(config_file, changes, resolved)
     if print_config:
         sys.stdout.write(requested.dumps_toml())
         return
@@ -322,6 +340,34 @@ def _run(
         f"derain train: done at step {result.step}/{result.total_steps}; weights: {result.weights}",
         markup=False,
     )
+
+
+def _resolve_new(
+    config_file: Path | None,
+    changes: Mapping[str, Any],
+    resolved: Callable[[NLCLConfig], NLCLConfig],
+) -> NLCLConfig:
+    """The config of a new run: defaults < the --init weights' architecture < --config < --set <
+    options; with --init, checked against the weights before any work."""
+    spec = changes.get("train.init")
+    if spec is None:
+        spec = NLCLConfig.load(config_file).train.init if config_file else ""
+    if not spec:
+        return resolved(NLCLConfig.load(config_file) if config_file else NLCLConfig())
+    from derain_cli.train.init_weights import architecture_overrides, check_init, load_init
+
+    init = load_init(str(spec))
+    base = NLCLConfig().with_overrides(architecture_overrides(init), source=f"--init {spec}")
+    requested = resolved(NLCLConfig.load(config_file, base=base) if config_file else base)
+    check_init(requested, init)
+    return requested
+
+
+def _architecture_base(saved: NLCLConfig) -> NLCLConfig:
+    """Defaults with a checkpoint's generators: the layer its --init put under the config."""
+    from derain_cli.train.init_weights import architecture_of
+
+    return NLCLConfig().with_overrides(architecture_of(saved), source="the checkpoint")
 
 
 def _names(folders: tuple[Path, ...]) -> str:

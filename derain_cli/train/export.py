@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from torch import nn
 
 from derain_cli.config import NLCLConfig
 from derain_cli.errors import UsageError, setting
+
+#: Metadata key of exported weights: what the run's G_B and G_R started from (JSON; see
+#: ``train/init_weights.py``); absent for a run from random weights.
+KEY_INIT = "derain.init"
 
 
 def export_weights(
@@ -27,9 +32,11 @@ def export_weights(
     step: int,
     world: int,
     ema: bool,
+    origin: Mapping[str, str] | None = None,
 ) -> Path:
     """Write G_B (``background``, the EMA copy when ``ema``) and G_R, each with the whole training
     config in its metadata; returns ``background_path``. G_R is the live network (it has no EMA).
+    ``origin``: what the run started from (``--init``), as ``derain.init`` (JSON).
     """
     from derain_cli.nets.registry import ARCHITECTURES
     from derain_cli.weights import save_weights
@@ -41,6 +48,8 @@ def export_weights(
         "derain.train_config": json.dumps(config.to_dict(), sort_keys=True),
         "derain.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if origin:
+        common[KEY_INIT] = json.dumps(dict(origin), sort_keys=True)
     mc = config.model
     for path, net, arch, hparams, meta in (
         (rain_path, rain, mc.rain_generator, mc.rain_hparams,
@@ -98,5 +107,6 @@ def export_run(
     export_weights(
         outputs[0], outputs[1], config, background, objective.g_r,
         step=step, world=int(state.get("world_size", 1)), ema=use_ema,
+        origin=state.get("init") or None,
     )  # fmt: skip
     return outputs[0], outputs[1], step

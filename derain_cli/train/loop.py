@@ -1,7 +1,9 @@
 """The training loop: data, AMP, EMA, data-parallel ranks, logging, checkpoints, export.
 
 One call of :func:`train` runs (or resumes) a run in ``out``; every rank calls it. It reads top
-to bottom: :func:`~derain_cli.train.setup.build_run`, ``load_run_checkpoint`` (on ``--resume``),
+to bottom: ``load_init`` (``train.init``, a new run only; :mod:`derain_cli.train.init_weights`),
+:func:`~derain_cli.train.setup.build_run`, ``load_run_checkpoint`` (on ``--resume``) or
+``start_from`` (the ``--init`` weights),
 ``align_replicas``, ``prepare_folder``, ``make_data`` (all in :mod:`derain_cli.train.setup` and
 :mod:`derain_cli.train.run_folder`), then :func:`_run_steps` and :func:`_finish` here. Per step:
 ``lr`` from the schedule -> per-step seeded sampling generator -> :func:`train_step` (D then G)
@@ -42,6 +44,7 @@ from derain_cli.train import messages
 from derain_cli.train.control import Meter, StopOnSignal
 from derain_cli.train.distributed import DistContext
 from derain_cli.train.export import export_weights
+from derain_cli.train.init_weights import check_init, load_init, origin, start_from
 from derain_cli.train.run_folder import (
     RunPaths,
     append_metrics,
@@ -82,8 +85,10 @@ class TrainResult:
 
 @dataclass
 class Hooks:
-    """Test hooks: ``after_step(step, objective)`` runs after every optimiser step."""
+    """Test hooks: ``at_start(run)`` runs once before the first step (after a resume or
+    ``--init``), ``after_step(step, objective)`` after every optimiser step."""
 
+    at_start: Callable[[Run], None] | None = None
     after_step: Callable[[int, nn.Module], None] | None = None
 
 
@@ -111,14 +116,26 @@ def train(
 ) -> TrainResult:
     """Train (or continue) the run in ``out``; every rank calls this with the same arguments."""
     ctx = ctx or DistContext(device=runtime.resolve_device(config.train.device, training=True))
-    run = build_run(config, folders, RunPaths(Path(out)), ctx, progress if ctx.is_main else None)
-    if resume and run.paths.checkpoint.is_file():
+    paths = RunPaths(Path(out))
+    resuming = resume and paths.checkpoint.is_file()
+    init = None
+    if config.train.init and not resuming:  # a resumed run has them in its checkpoint
+        init = load_init(config.train.init)
+        check_init(config, init)
+    run = build_run(config, folders, paths, ctx, progress if ctx.is_main else None)
+    if resuming:
         load_run_checkpoint(run)
+    elif init is not None:
+        start_from(run.objective, init)
+        run.origin = origin(init)
     align_replicas(run)
     if ctx.is_main:
-        prepare_folder(run.paths, config, run.start)
+        prepare_folder(run.paths, config, run.start, run.origin)
     dataset, loader, preview = make_data(run, folders)
-    result = _run_steps(run, dataset, loader, preview, hooks or Hooks())
+    hooks = hooks or Hooks()
+    if hooks.at_start is not None:
+        hooks.at_start(run)
+    result = _run_steps(run, dataset, loader, preview, hooks)
     if result.interrupted:
         if run.report is not None:
             run.report.close()
@@ -143,8 +160,10 @@ def _run_steps(
     if report is not None:
         report.start(run.start, total)
         report.note(messages.run_summary(run.config, run.device, run.dtype, run.start, total))
-    clock = _FirstSteps(run)
+        if run.origin and run.start == 0:
+            report.note(messages.init_note(run.origin))
     deadline = time.monotonic() + tc.time_limit_s if tc.time_limit_s > 0 else None
+    clock = _FirstSteps(run, deadline)
     with StopOnSignal() as stop:
         for batch in loader:
             lr = lr_at(tc, step, total)
@@ -251,8 +270,9 @@ def _log(run: Run, record: dict[str, Any], last_saved: int | None) -> None:
 class _FirstSteps:
     """Times the first two steps and tells rank 0's report how long the run will take."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, deadline: float | None) -> None:
         self.run = run
+        self.deadline = deadline  # time.monotonic() of the time limit, if any
         self.began = time.perf_counter()
         self.first_s = 0.0  # the first step's time, start-up included
 
@@ -271,6 +291,7 @@ class _FirstSteps:
             total - step,
             run.device,
             slower_from=supervised_to + 1 if step < supervised_to < total else None,
+            time_left_s=max(0.0, self.deadline - time.monotonic()) if self.deadline else None,
         )
         for line in lines:
             if line is not None:
@@ -288,7 +309,7 @@ def _finish(run: Run, result: TrainResult) -> TrainResult:
     if run.ctx.is_main:
         result.weights = export_weights(
             run.paths.weights, run.paths.rain_weights, run.config, exported, run.objective.g_r,
-            step=step, world=run.ctx.world, ema=exported is not run.g_b,
+            step=step, world=run.ctx.world, ema=exported is not run.g_b, origin=run.origin,
         )  # fmt: skip
         append_metrics(
             run.paths.metrics,

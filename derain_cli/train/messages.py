@@ -6,6 +6,7 @@ prints nothing (the loop hands it to its :class:`~derain_cli.train.loop.Progress
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -37,6 +38,18 @@ def run_summary(
     return text + f"; checkpoint every {tc.checkpoint_every} steps"
 
 
+def init_note(origin: Mapping[str, str]) -> str:
+    """Where G_B (and G_R) start from, with the sha256 of the weights loaded."""
+    spec, source = origin["spec"], origin["source"]
+    named = spec if source == spec else f"{spec} ({source})"
+    text = f"G_B starts from {named}, sha256 {origin['sha256'][:12]}"
+    if "rain_source" in origin:
+        text += f"; G_R from {origin['rain_source']}, sha256 {origin['rain_sha256'][:12]}"
+    else:
+        text += "; G_R starts fresh (the weights have no rain partner)"
+    return text + "; the discriminator and the heads start fresh"
+
+
 def format_duration(seconds: float) -> str:
     """``3 h 20 min``, ``2.5 days``, ``40 s``: for estimates, not for logs."""
     if seconds >= 2 * 86400:
@@ -55,12 +68,15 @@ def first_step_estimate(
     device: torch.device,
     *,
     slower_from: int | None = None,
+    time_left_s: float | None = None,
 ) -> tuple[str, str | None]:
     """After the second step: the estimate line, and a warning when it runs past a day.
 
     The first step pays for start-up (loader workers, the first batches, allocator warm-up), so
     the estimate uses the second. ``slower_from``: the first step of a slower phase still to come
     (the NLCL terms after a supervised-only phase); the estimate then says it is a lower bound.
+    ``time_left_s``: the time limit's seconds left (``train.time_limit_s``), when one is set; a
+    run it will stop sooner says so.
     """
     estimate = second_s * steps_left
     line = (
@@ -69,6 +85,12 @@ def first_step_estimate(
     )
     if slower_from is not None:
         line += f" or more (the steps from {slower_from} on, with every NLCL term, are slower)"
+    if time_left_s is not None and estimate > time_left_s:
+        line += (
+            f"; the time limit stops it sooner, in about {format_duration(time_left_s)} "
+            f"(about {int(time_left_s / max(second_s, 1e-9))} more steps)"
+        )
+        estimate = time_left_s
     if estimate <= LONG_RUN_S:
         return line, None
     warning = (

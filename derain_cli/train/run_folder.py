@@ -68,7 +68,11 @@ class RunPaths:
         return self.root / "G_R.safetensors"
 
 
-def prepare_folder(paths: RunPaths, config: NLCLConfig, start: int) -> None:
+def prepare_folder(
+    paths: RunPaths, config: NLCLConfig, start: int, origin: Mapping[str, str] | None = None
+) -> None:
+    """Create the folder, write the config and open the metrics log with a start (or resume)
+    event; ``origin`` (what ``--init`` loaded: ``init_weights.origin``) is recorded in it."""
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.samples.mkdir(exist_ok=True)
     remove_stale_temps(paths.root)
@@ -82,7 +86,10 @@ def prepare_folder(paths: RunPaths, config: NLCLConfig, start: int) -> None:
                 row = json.loads(line)
                 if int(row.get("step", 0)) <= start and "event" not in row:
                     kept.append(line)
-    kept.append(json.dumps({"event": "resume" if start else "start", "step": start}))
+    event: dict[str, Any] = {"event": "resume" if start else "start", "step": start}
+    if origin:
+        event["init"] = dict(origin)
+    kept.append(json.dumps(event))
     paths.metrics.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 

@@ -15,7 +15,7 @@ import hashlib
 import math
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -142,6 +142,9 @@ class Run:
     rainy: int
     clean: int
     start: int = 0
+    #: What G_B and G_R started from (``init_weights.origin``; empty: random weights), kept in
+    #: the checkpoint so that a resumed run records it without reading ``train.init`` again.
+    origin: dict[str, str] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -213,6 +216,7 @@ def load_run_checkpoint(run: Run) -> None:
         parts.scaler.load_state_dict(state["scaler"])
     restore_rng(state["rng"])
     run.start = int(state["step"])
+    run.origin = {str(k): str(v) for k, v in (state.get("init") or {}).items()}
     if run.report is not None:
         run.report.note(f"resuming {run.paths.checkpoint} at step {run.start}")
         if state.get("data", {}).get("digest") != run.data_digest:
@@ -220,7 +224,8 @@ def load_run_checkpoint(run: Run) -> None:
 
 
 def align_replicas(run: Run) -> None:
-    """Every rank starts from rank 0's weights; a new EMA starts at G_B; optional compile."""
+    """Every rank starts from rank 0's weights; a new EMA starts at G_B (the ``--init`` weights
+    when the run has them); optional compile."""
     dist_utils.broadcast_module(run.objective, run.ctx)
     if run.ema is not None and run.start == 0:
         run.ema.module.load_state_dict(run.g_b.state_dict())
@@ -300,6 +305,7 @@ def save_run_checkpoint(run: Run, step: int) -> None:
             "digest": run.data_digest,
         },
         "world_size": run.ctx.world,
+        "init": dict(run.origin),
     }
     save_checkpoint(run.paths.checkpoint, state)
     draw_curve(run.paths)

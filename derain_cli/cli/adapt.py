@@ -1,0 +1,138 @@
+"""`derain adapt RAINY_DIR -o WEIGHTS.safetensors`: the default adapted to your rain, no labels.
+
+Thin: parses, calls :func:`derain_cli.train.adapt.adapt`, prints. The recipe is
+``derain_cli/presets/adapt.toml`` (docs/training.md, "Adapting the default to your rain").
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from derain_cli.cli.common import ADAPT_FLAGS, err_console, user_errors
+
+
+def command(
+    rainy: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RAINY_DIR",
+            help="A folder of rainy photos from one shoot (searched recursively).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="WEIGHTS.safetensors",
+            help="Where to write the adapted G_B (for derain --weights).",
+            show_default=False,
+        ),
+    ],
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--time-limit",
+            metavar="DURATION",
+            help="Time budget (10m, 1h, seconds); the steps scale with it. Default: the "
+            "recipe's, 10 min.",
+            show_default=False,
+        ),
+    ] = None,
+    clean: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--clean",
+            metavar="DIR",
+            help="Unpaired clean photos (repeatable). Default: RAINY_DIR/clean, else the rainy "
+            "photos' least-rainy crops.",
+            show_default=False,
+        ),
+    ] = None,
+    init: Annotated[
+        str,
+        typer.Option(
+            "--init",
+            metavar="SPEC",
+            help="The weights to adapt: a registered name, a .safetensors/.pth file or hf://...",
+        ),
+    ] = "default",
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            metavar="DIR",
+            help="Keep the run (checkpoint, metrics, sample grids, chosen crops) here. Default: "
+            "a temporary folder, removed at the end.",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output.")
+    ] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="A recipe other than the built-in one (derain train's config keys).",
+            show_default=False,
+        ),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Change one key of the recipe, e.g. --set train.lr=5e-5.",
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Adapt the default model to a folder of your own rainy photos, without clean versions."""
+    with user_errors(debug, ADAPT_FLAGS):
+        from derain_cli.cli.train import RichProgress
+        from derain_cli.durations import parse_duration
+        from derain_cli.errors import UsageError
+        from derain_cli.toml_text import parse_override
+        from derain_cli.train.adapt import adapt
+
+        limit_s = None
+        if time_limit is not None:
+            try:
+                limit_s = parse_duration(time_limit)
+            except UsageError as exc:
+                raise UsageError(f"--time-limit: {exc}") from None
+        result = adapt(
+            rainy, output, init=init, clean=clean or (), time_limit_s=limit_s, run_dir=run_dir,
+            recipe=config_file, overrides=dict(parse_override(text) for text in overrides or ()),
+            overwrite=overwrite, progress=functools.partial(RichProgress, "adapt"), note=_say,
+        )  # fmt: skip
+    trained = result.train
+    if result.output is None:
+        _say(f"interrupted at step {trained.step}; {output} was not written")
+        if run_dir is not None:
+            clean_args = [a for d in result.folders.clean_dirs for a in ("--clean", str(d))]
+            again = shlex.join(["derain", "train", str(rainy), *clean_args, "--out", str(run_dir)])
+            _say(
+                f"continue with: {again} --resume, then derain weights export {run_dir} "
+                f"(G_B.safetensors)"
+            )
+        raise typer.Exit(128 + int(trained.stop_signal or signal.SIGINT))
+    why = " (the time limit)" if trained.time_limited else ""
+    _say(
+        f"wrote {result.output} (sha256 {result.sha256[:12]}) after {trained.step} of "
+        f"{trained.total_steps} steps{why}, from {result.init.spec}. Use it: derain PHOTO -o "
+        f"OUT --weights {result.output}"
+    )
+
+
+def _say(text: str) -> None:
+    err_console.print(f"derain adapt: {text}", markup=False, highlight=False)
