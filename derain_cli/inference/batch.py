@@ -314,7 +314,9 @@ def _derain_video_job(
     tick = None if on_frame is None else (lambda done, total: on_frame(job, done, total))
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        summary = derain_video(job.input, job.output, derain, options, on_frame=tick)
+        summary = derain_video(
+            job.input, job.output, derain, options, overwrite=overwrite, on_frame=tick
+        )
     except Exception as exc:  # one bad file must not stop the batch
         return _failure(job, exc, time.perf_counter() - start)
     return Result(
