@@ -30,6 +30,7 @@ from derain_cli.cli.options import (
     TileOption,
     check_device,
 )
+from derain_cli.cli.signals import describe, exit_status, stop_like_interrupt
 from derain_cli.errors import DerainError, UsageError
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def command(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Derain each IN and write the results to OUT."""
-    with _unexpected_errors(debug), user_errors(debug):
+    with _unexpected_errors(debug), user_errors(debug), stop_like_interrupt():
         from derain_cli import imaging
         from derain_cli.atomic import atomic_write_bytes
         from derain_cli.inference.batch import plan_jobs, stream_jobs
@@ -305,7 +306,8 @@ def _close_sinks(sinks: list[LineStream | ReportFile]) -> int:
 
 @contextlib.contextmanager
 def _unexpected_errors(debug: bool) -> Iterator[None]:
-    """A bug or an environment failure: one line (traceback with --debug), exit 1; ^C is 130."""
+    """A bug or an environment failure: one line (traceback with --debug), exit 1; ^C is 130,
+    SIGTERM 143 and SIGHUP 129 (see :mod:`derain_cli.cli.signals`)."""
     try:
         yield
     except (typer.Exit, typer.Abort, typer.TyperException):
@@ -315,9 +317,11 @@ def _unexpected_errors(debug: bool) -> Iterator[None]:
         # other Unix tools, with the status a shell shows for a process ended by SIGPIPE.
         _silence_stdout()
         raise typer.Exit(BROKEN_PIPE_EXIT) from None
-    except KeyboardInterrupt:
-        err_console.print("derain: interrupted (finished outputs are complete; no partial files)")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        err_console.print(
+            f"derain: {describe(exc)} (finished outputs are complete; no partial files)"
+        )
+        raise typer.Exit(exit_status(exc)) from None
     except Exception as exc:
         if debug:
             err_console.print_exception()

@@ -1,0 +1,130 @@
+"""Regressions of issue "Trust II": the command must not lose or leave files when it is stopped,
+must not waste work on outputs it cannot write, and must say plainly what it refuses. Tiny
+random-init weights, tiny images and clips."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from images import smooth_photo as photo  # tests/images.py
+from typer.testing import CliRunner, Result
+from videos import make_video  # tests/videos.py
+
+from derain_cli.cli.app import app
+from derain_cli.nets.registry import build_generator
+
+HPARAMS = {"in_channels": 3, "channels": 8, "blocks": 2}
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from derain_cli.weights import save_weights
+
+    torch.manual_seed(0)
+    module = build_generator("nlcl-resnet", HPARAMS)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(path, module, arch="nlcl-resnet", hparams=HPARAMS)
+    return path
+
+
+def invoke(*args: str, weights: Path | None = None) -> Result:
+    argv = ["run", *args] + (["--weights", str(weights)] if weights is not None else [])
+    return CliRunner().invoke(app, argv)
+
+
+def error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if "derain: error:" in line]
+
+
+# ------------------------------------------------------------- stopped runs leave no partial file
+
+#: Runs the command with a derainer that marks its first call and then takes its time, so that a
+#: test can signal the process in the middle of the work.
+SLOW_RUN = """
+import sys, time
+from pathlib import Path
+from derain_cli.inference import engine
+from derain_cli.cli.app import main
+
+marker, args = Path(sys.argv[1]), sys.argv[2:]
+original = engine.Derainer.__call__
+
+def slow(self, rgb):
+    marker.touch()
+    time.sleep(0.5)
+    return original(self, rgb)
+
+engine.Derainer.__call__ = slow
+main(args)
+"""
+
+
+def start_slow_run(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    marker = tmp_path / "started"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(marker), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "the run never reached the model"
+        time.sleep(0.05)
+    return process, marker
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_stop_signals_end_a_video_run_without_partial_files(
+    tmp_path: Path, weights_file: Path, signum: signal.Signals, status: int
+) -> None:
+    """SIGTERM left out/.clean.mp4.XXXX.tmp and SIGHUP a 0-byte one (only ^C was handled)."""
+    clip = make_video(tmp_path / "clip.mp4", frames=8, size=(32, 48), audio=False)
+    out = tmp_path / "out"
+    process, _ = start_slow_run(
+        tmp_path, str(clip), "-o", str(out / "clean.mp4"), "--weights", str(weights_file)
+    )
+    assert [p.name for p in out.iterdir()][0].startswith(".clean.mp4.derain-")  # mid-write
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status, stderr
+    assert list(out.iterdir()) == []
+    assert "no partial files" in stderr and "Traceback" not in stderr
+
+
+def test_sigterm_ends_an_image_run_with_143(tmp_path: Path, weights_file: Path) -> None:
+    source = photo(tmp_path / "a.png", 40, 32)
+    process, _ = start_slow_run(tmp_path, str(source), "-o", str(tmp_path / "out" / "a.png"),
+                                "--weights", str(weights_file))  # fmt: skip
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "derain: terminated by SIGTERM" in stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_later_run_removes_what_a_killed_one_left(tmp_path: Path, weights_file: Path) -> None:
+    """After SIGKILL nothing can clean up; the temporary file was left for good, and a later
+    successful run did not remove it."""
+    clip = make_video(tmp_path / "clip.mp4", frames=8, size=(32, 48), audio=False)
+    out = tmp_path / "out"
+    process, _ = start_slow_run(
+        tmp_path, str(clip), "-o", str(out / "clean.mp4"), "--weights", str(weights_file)
+    )
+    process.kill()
+    process.communicate(timeout=60)
+    (left,) = out.iterdir()
+    assert left.name.startswith(f".clean.mp4.derain-{process.pid}-") and left.suffix == ".tmp"
+    live = out / f".clean.mp4.derain-{os.getppid()}-abc.tmp"  # a writer still running
+    live.touch()
+    result = invoke(str(clip), "-o", str(out / "clean.mp4"), "-q", weights=weights_file)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [live.name, "clean.mp4"]
