@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from images import smooth_photo as photo  # tests/images.py
@@ -128,3 +129,30 @@ def test_a_later_run_removes_what_a_killed_one_left(tmp_path: Path, weights_file
     result = invoke(str(clip), "-o", str(out / "clean.mp4"), "-q", weights=weights_file)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [live.name, "clean.mp4"]
+
+
+# ------------------------------------------------------------------ multi-frame still images
+
+
+def test_animated_and_multi_page_images_are_refused(tmp_path: Path, weights_file: Path) -> None:
+    """An animated GIF or a multi-page TIFF came out as its first frame, exit 0, no word."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)) for _ in range(3)]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    frames[0].save(inputs / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    frames[0].save(inputs / "pages.tif", save_all=True, append_images=frames[1:2])
+    mpo = {"format": "MPO", "save_all": True, "append_images": frames[1:2]}
+    frames[0].save(inputs / "camera.jpg", **mpo)  # a phone's JPEG with a second image: kept
+    frames[0].save(inputs / "still.gif")
+    result = invoke(str(inputs), "-o", str(tmp_path / "out"), weights=weights_file)
+    assert result.exit_code == 1, result.output
+    assert sorted(error_lines(result)) == [
+        f"derain: error: {inputs / 'anim.gif'}: 3 frames (an animated or multi-page image); "
+        "derain takes still images: save the frames as separate files first",
+        f"derain: error: {inputs / 'pages.tif'}: 2 frames (an animated or multi-page image); "
+        "derain takes still images: save the frames as separate files first",
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["camera.jpg", "still.png"]
