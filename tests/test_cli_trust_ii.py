@@ -156,3 +156,83 @@ def test_animated_and_multi_page_images_are_refused(tmp_path: Path, weights_file
         "derain takes still images: save the frames as separate files first",
     ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["camera.jpg", "still.png"]
+
+
+# --------------------------------------------------- unwritable output folders, refused up front
+
+
+def no_model_loaded(result: Result) -> bool:
+    return " on cpu" not in result.stderr  # the device line comes once the weights are loaded
+
+
+def test_output_below_a_regular_file_is_refused_before_any_work(
+    tmp_path: Path, weights_file: Path
+) -> None:
+    """-o ro/sub/x.jpg printed a raw PermissionError (here: NotADirectoryError) per file."""
+    source = photo(tmp_path / "a.png")
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    result = invoke(str(source), "-o", str(tmp_path / "blocker" / "sub" / "a.png"),
+                    weights=weights_file)  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert error_lines(result) == [
+        f"derain: error: {tmp_path / 'blocker' / 'sub'}: output folder cannot be created "
+        f"({tmp_path / 'blocker'} is a file)"
+    ]
+    assert no_model_loaded(result)
+
+
+def test_unwritable_output_folder_is_refused_before_any_work(
+    tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """derain batch -o ro_dir derained every image and then failed each write. Root can write
+    into a chmod 0o555 folder, so the file system's refusal is simulated where files are made."""
+    import tempfile
+
+    inputs = tmp_path / "in"
+    for name in ("a.png", "b.png", "sub/c.png"):
+        photo(inputs / name)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:
+        if dir is not None and Path(str(dir)) == read_only:
+            raise PermissionError(13, "Permission denied")
+        return real_mkstemp(*args, dir=dir, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    result = invoke(str(inputs), "-o", str(read_only), "-r", weights=weights_file)
+    assert result.exit_code == 2, result.output
+    assert error_lines(result) == [
+        f"derain: error: {read_only}: output folder cannot be written (permission denied)"
+    ]
+    assert no_model_loaded(result) and list(read_only.iterdir()) == []
+    result = invoke(str(inputs / "sub" / "c.png"), "-o", str(read_only / "new" / "c.png"),
+                    weights=weights_file)  # fmt: skip
+    assert result.exit_code == 2
+    assert f"{read_only / 'new'}: output folder cannot be created ({read_only} cannot be " \
+        "written: permission denied)" in result.stderr  # fmt: skip
+    # A finished rerun with --skip-existing writes nothing, so a read-only OUT is fine then.
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
+    assert (
+        invoke(str(inputs), "-o", str(read_only), "-r", "-q", weights=weights_file).exit_code == 0
+    )
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    result = invoke(str(inputs), "-o", str(read_only), "-r", "--skip-existing",
+                    weights=weights_file)  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write into 0o555 folders"
+)
+def test_read_only_folder_is_refused_for_real(tmp_path: Path, weights_file: Path) -> None:
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        result = invoke(str(photo(tmp_path / "a.png")), "-o", str(read_only) + "/",
+                        weights=weights_file)  # fmt: skip
+    finally:
+        read_only.chmod(0o755)
+    assert result.exit_code == 2 and "output folder cannot be written" in result.stderr

@@ -171,6 +171,7 @@ def command(
             take,
         )
         from derain_cli.inference.tiling import check_tile
+        from derain_cli.inference.writable import check_output_folders
         from derain_cli.video.formats import Encoder, check_encoder
         from derain_cli.video.pipeline import VideoOptions
         from derain_cli.video.temporal import TemporalSettings
@@ -205,6 +206,7 @@ def command(
 
         if report is not None:
             check_report_path(report, planned)
+        check_output_folders(jobs, overwrite=overwrite)
         if shard.active:
             _pick_local_gpu(device, shard.local_rank)
             if report is not None:
