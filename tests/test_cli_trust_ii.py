@@ -236,3 +236,48 @@ def test_read_only_folder_is_refused_for_real(tmp_path: Path, weights_file: Path
     finally:
         read_only.chmod(0o755)
     assert result.exit_code == 2 and "output folder cannot be written" in result.stderr
+
+
+# ------------------------------------------------------------- derain train: one rule per limit
+
+
+@pytest.fixture
+def small_images(tmp_path: Path) -> Path:
+    data = tmp_path / "rain"
+    for index in range(2):
+        photo(data / f"r{index}.png", 16, 24, seed=index)  # 24 x 16 pixels
+    photo(data / "clean" / "c.png", 16, 24, seed=5)
+    return data
+
+
+def train(data: Path, *args: str) -> Result:
+    return CliRunner().invoke(app, ["train", str(data), "--out", str(data.parent / "run"),
+                                    "--batch-size", "2", "--device", "cpu", *args])  # fmt: skip
+
+
+def test_train_with_zero_gpus_is_a_usage_error(small_images: Path) -> None:
+    """--gpus 0 ended in ZeroDivisionError (exit 1)."""
+    result = train(small_images, "--gpus", "0")
+    assert result.exit_code == 2, result.output
+    assert error_lines(result) == ["derain: error: --gpus 0: must be >= 1"]
+    result = train(small_images, "--gpus", "3")
+    assert error_lines(result) == ["derain: error: --batch-size 2: must be divisible by --gpus 3"]
+    assert not (small_images.parent / "run").exists()
+
+
+@pytest.mark.parametrize("crop", ["8", "16", "24", "48", "2048"])
+def test_every_crop_refusal_states_the_same_rule(small_images: Path, crop: str) -> None:
+    """On a 24 x 16 image --crop 24 said "use --crop 16 or less", --crop 16 "use a crop >= 48",
+    and --crop 8 "must be >= 16": three limits, no crop that works."""
+    result = train(small_images, "--crop", crop)
+    assert result.exit_code == 2, result.output
+    (line,) = error_lines(result)
+    rule = (
+        f"derain: error: --crop {crop}: crops must be at least 48 px (the layer contrast needs "
+        "8 candidate patches per query on the 16-px patch grid, stride 8)"
+    )
+    assert line.startswith(rule)
+    if int(crop) >= 48:  # the images are known by then
+        assert line == rule + ", but no rainy image is that large (the largest short side is " \
+            "16 px); use larger images"  # fmt: skip
+    assert not (small_images.parent / "run").exists()
