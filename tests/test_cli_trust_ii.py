@@ -281,3 +281,28 @@ def test_every_crop_refusal_states_the_same_rule(small_images: Path, crop: str) 
         assert line == rule + ", but no rainy image is that large (the largest short side is " \
             "16 px); use larger images"  # fmt: skip
     assert not (small_images.parent / "run").exists()
+
+
+# ------------------------------------------------------------------------------ smaller ones
+
+
+def test_shell_completion_is_offered() -> None:
+    """add_completion was off: no --install-completion, and the shell completed nothing."""
+    from derain_cli.cli.app import route
+
+    shown = CliRunner().invoke(app, route(["--show-completion", "bash"]), prog_name="derain")
+    assert shown.exit_code == 0 and "_DERAIN_COMPLETE=complete_bash" in shown.stdout
+    env = {"_DERAIN_COMPLETE": "complete_bash", "COMP_WORDS": "derain weights l", "COMP_CWORD": "2"}
+    completed = CliRunner().invoke(app, [], prog_name="derain", env=env)
+    assert completed.stdout.split() == ["list"]
+    env |= {"COMP_WORDS": "derain run a.jpg --overw", "COMP_CWORD": "3"}
+    assert CliRunner().invoke(app, [], prog_name="derain", env=env).stdout.split() == [
+        "--overwrite"
+    ]
+
+
+def test_weights_list_prints_its_table_on_stdout() -> None:
+    """The table went to stderr, so `derain weights list | grep` found nothing."""
+    result = CliRunner().invoke(app, ["weights", "list"])
+    assert result.exit_code == 0 and "nlcl-cpu-v1" in result.stdout
+    assert "nlcl-cpu-v1" not in result.stderr

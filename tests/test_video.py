@@ -192,7 +192,7 @@ def test_encoder_failure_leaves_nothing(tmp_path: Path) -> None:
     ("encoder", "message"),
     [
         (Encoder("no-such-codec"), "no such video encoder"),
-        (Encoder("aac"), "audio encoder, not video"),
+        (Encoder("aac"), "'aac': an audio encoder, not a video one"),
         (Encoder("ffv1", crf=10), "crf does not apply"),
         (Encoder(crf=60), "out of range"),
     ],

@@ -217,8 +217,8 @@ def test_convert_then_info(reference: Path, tmp_path: Path) -> None:
         outputs(load_weights(str(dest)).module), outputs(load_weights(str(src)).module)
     )
 
-    code, _, err = cli("weights", "info", str(dest))
-    assert code == 0 and "316,195" in err
+    code, out, _ = cli("weights", "info", str(dest))
+    assert code == 0 and "316,195" in out  # on stdout, for pipes
 
     code, _, err = cli("weights", "convert", str(src), str(dest))
     assert code == 2 and "already exists" in err

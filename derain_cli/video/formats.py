@@ -86,7 +86,8 @@ def check_encoder(encoder: Encoder) -> None:
             ) from None
         if codec.type != "video":
             raise UsageError(
-                f"{setting('codec')} {encoder.codec!r}: a {codec.type} encoder, not video"
+                f"{setting('codec')} {encoder.codec!r}: "
+                f"{_article(codec.type)} {codec.type} encoder, not a video one"
             )
     if encoder.crf is None:
         return
@@ -100,3 +101,8 @@ def check_encoder(encoder: Encoder) -> None:
         raise UsageError(
             f"{setting('crf')} {encoder.crf}: out of range for this codec (0 to {top})"
         )
+
+
+def _article(word: str) -> str:
+    """``a`` or ``an`` before ``word`` (``an audio encoder``, ``a subtitle encoder``)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
