@@ -306,3 +306,16 @@ def test_weights_list_prints_its_table_on_stdout() -> None:
     result = CliRunner().invoke(app, ["weights", "list"])
     assert result.exit_code == 0 and "nlcl-cpu-v1" in result.stdout
     assert "nlcl-cpu-v1" not in result.stderr
+
+
+def test_an_overlap_above_the_cap_is_noted_once(tmp_path: Path, weights_file: Path) -> None:
+    """--overlap larger than the tile was accepted silently (it is capped to a quarter)."""
+    source = photo(tmp_path / "a.png", 40, 48)
+    result = invoke(str(source), "-o", str(tmp_path / "b.png"), "--tile", "64", "--overlap", "100",
+                    weights=weights_file)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "note:" in line]
+    assert notes == ["derain: note: --overlap 100: capped at 16 px, a quarter of --tile 64"]
+    result = invoke(str(source), "-o", str(tmp_path / "c.png"), "--tile", "64",
+                    weights=weights_file)  # fmt: skip
+    assert "note:" not in result.stderr  # only an --overlap the user chose is noted

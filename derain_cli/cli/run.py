@@ -103,8 +103,14 @@ def command(
     precision: PrecisionOption = Precision.auto,
     tile: TileOption = None,
     overlap: Annotated[
-        int, typer.Option(min=0, metavar="PIXELS", help="Overlap between tiles (blended).")
-    ] = 32,
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="PIXELS",
+            help="Overlap between tiles (blended), at most a quarter of the tile. Default: 32.",
+            show_default=False,
+        ),
+    ] = None,
     max_megapixels: Annotated[
         float | None,
         typer.Option(
@@ -179,6 +185,8 @@ def command(
         if skip_existing and overwrite:
             raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
         check_tile(tile)
+        if overlap is not None and tile and overlap > tile // 4 and not quiet:
+            _note(f"--overlap {overlap}: capped at {tile // 4} px, a quarter of --tile {tile}")
         check_device(device, precision.value)
         encoder = Encoder(codec, crf)
         check_encoder(encoder)
@@ -217,7 +225,9 @@ def command(
                     merge_parts(report, shard, planned)
                 return
 
-        derainer = _load_model(weights, device, precision, tile, overlap, quiet)
+        derainer = _load_model(
+            weights, device, precision, tile, 32 if overlap is None else overlap, quiet
+        )
         frames = _FrameBars()
         results = stream_jobs(
             jobs,
@@ -285,6 +295,10 @@ def _load_model(
             Text.assemble(("derain: ", "bold"), f"{loaded.source} on {derainer.description}")
         )
     return derainer
+
+
+def _note(message: str) -> None:
+    err_console.print(Text.assemble(("derain: note: ", "bold"), message))
 
 
 def _warn_skipped(path: Path, what: str) -> None:
