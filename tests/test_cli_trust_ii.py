@@ -319,3 +319,15 @@ def test_an_overlap_above_the_cap_is_noted_once(tmp_path: Path, weights_file: Pa
     result = invoke(str(source), "-o", str(tmp_path / "c.png"), "--tile", "64",
                     weights=weights_file)  # fmt: skip
     assert "note:" not in result.stderr  # only an --overlap the user chose is noted
+
+
+def test_quiet_video_run_prints_nothing_with_x265(tmp_path: Path, weights_file: Path) -> None:
+    """-q left two dozen 'x265 [info]' lines: x265 writes to the process's stderr itself."""
+    clip = make_video(tmp_path / "clip.mp4", frames=3, size=(32, 32), audio=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "derain_cli", str(clip), "-o", str(tmp_path / "out.mp4"),
+         "--codec", "libx265", "-q", "--weights", str(weights_file)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
