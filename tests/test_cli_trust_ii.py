@@ -4,6 +4,7 @@ random-init weights, tiny images and clips."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -331,3 +332,23 @@ def test_quiet_video_run_prints_nothing_with_x265(tmp_path: Path, weights_file: 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_skip_existing_rerun_into_the_input_folder(tmp_path: Path, weights_file: Path) -> None:
+    """A rerun of `derain shots -o shots --suffix _clean --skip-existing` refused its own earlier
+    outputs as inputs ("output would replace the input"), exit 2."""
+    shots = tmp_path / "shots"
+    for name in ("a.png", "b.png"):
+        photo(shots / name)
+    args = (str(shots), "-o", str(shots), "--suffix", "_clean", "--skip-existing", "--json")
+    first = invoke(*args, weights=weights_file)
+    assert first.exit_code == 0, first.output
+    before = {p.name: p.read_bytes() for p in shots.iterdir()}
+    assert sorted(before) == ["a.png", "a_clean.png", "b.png", "b_clean.png"]
+    again = invoke(*args, weights=weights_file)
+    assert again.exit_code == 0, again.output
+    statuses = [json.loads(line)["status"] for line in again.stdout.splitlines()]
+    assert statuses == ["skipped", "skipped"]
+    assert {p.name: p.read_bytes() for p in shots.iterdir()} == before
+    # Without --skip-existing the rerun still refuses to touch a file that is also an input.
+    assert invoke(*args[:-2], weights=weights_file).exit_code == 2

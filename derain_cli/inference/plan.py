@@ -109,8 +109,27 @@ def plan_jobs(
         jobs = _plan_one(unique[0], output, recursive, suffix, fmt, on_skip)
     else:
         jobs = _plan_several(unique, output, recursive, suffix, fmt, on_skip)
+    if skip_existing:
+        jobs = _without_earlier_outputs(jobs)
     _refuse_collisions(jobs)
     return jobs
+
+
+def _without_earlier_outputs(jobs: list[Job]) -> list[Job]:
+    """Drop inputs that are the outputs of other jobs: results of an earlier run into the input
+    folder itself (``derain shots -o shots --suffix _clean --skip-existing``, run again).
+
+    Only with ``skip_existing``: those outputs are then left alone, never written, so no input
+    is replaced, and they are not derained a second time (``a_clean_clean.png``).
+    """
+    outputs = {same_file_key(job.output) for job in jobs if job.output is not None}
+    return [
+        job
+        for job in jobs
+        if job.input is None
+        or same_file_key(job.input) not in outputs
+        or (job.output is not None and same_file_key(job.output) == same_file_key(job.input))
+    ]
 
 
 def _plan_one(
