@@ -352,3 +352,25 @@ def test_skip_existing_rerun_into_the_input_folder(tmp_path: Path, weights_file:
     assert {p.name: p.read_bytes() for p in shots.iterdir()} == before
     # Without --skip-existing the rerun still refuses to touch a file that is also an input.
     assert invoke(*args[:-2], weights=weights_file).exit_code == 2
+
+
+def test_symlinked_subfolders_are_followed_once(tmp_path: Path, weights_file: Path) -> None:
+    """A symlinked subfolder under -r was skipped without a word; following links must not loop."""
+    shots = tmp_path / "shots"
+    photo(shots / "a.png")
+    photo(tmp_path / "elsewhere" / "b.png")
+    (shots / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (shots / "again").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (shots / "loop").symlink_to(shots, target_is_directory=True)
+    out = tmp_path / "out"
+    result = invoke(str(shots), "-o", str(out), "-r", weights=weights_file)
+    assert result.exit_code == 0, result.output
+    done = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert done == ["a.png", "again/b.png"]  # sorted walk: "again" comes before "more"
+    warnings = sorted(line for line in result.stderr.splitlines() if "warning" in line)
+    assert warnings == [
+        f"derain: warning: {shots / 'loop'}: skipped (it is a symbolic link to a folder already "
+        "read)",
+        f"derain: warning: {shots / 'more'}: skipped (it is a symbolic link to a folder already "
+        "read)",
+    ]
