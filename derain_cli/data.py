@@ -129,16 +129,18 @@ def list_images(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
 
 
 def probe_image(path: Path) -> str | None:
-    """Why ``path`` cannot be used (``None`` when its header reads and it has pixels)."""
-    from PIL import Image, UnidentifiedImageError
+    """Why ``path`` cannot be used, in derain's words (``None`` when it decodes).
+
+    A full decode with the reader training uses (:func:`decode`): a header that reads is not
+    enough, since a truncated file would then fail in the middle of the run.
+    """
+    from derain_cli.errors import ImageError
+    from derain_cli.imaging import read_image
 
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        return str(exc).split("\n")[0] or type(exc).__name__
-    if width < 1 or height < 1:
-        return "image has no pixels"
+        read_image(path, max_megapixels=None)
+    except ImageError as exc:
+        return exc.reason
     return None
 
 

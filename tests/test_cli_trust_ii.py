@@ -374,3 +374,31 @@ def test_symlinked_subfolders_are_followed_once(tmp_path: Path, weights_file: Pa
         f"derain: warning: {shots / 'more'}: skipped (it is a symbolic link to a folder already "
         "read)",
     ]
+
+
+def test_train_scan_decodes_fully_and_gives_derains_reasons(tmp_path: Path) -> None:
+    """A truncated PNG passed the header-only probe of derain train's scan and failed mid-run
+    with Pillow's raw text as a Python UserWarning; now it is skipped up front, in derain's
+    words, like a file that is not an image at all."""
+    from PIL import Image
+
+    from derain_cli.data import scan_folders
+
+    data = tmp_path / "rain"
+    for index in range(3):
+        photo(data / f"r{index}.png", 40, 48, seed=index)
+    photo(data / "clean" / "c.png", 40, 48)
+    whole = (data / "r0.png").read_bytes()
+    (data / "cut.png").write_bytes(whole[: len(whole) // 2])
+    (data / "noise.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 50)
+    frames = [Image.new("RGB", (48, 48), (i * 60, 0, 0)) for i in range(3)]
+    frames[0].save(data / "anim.gif", save_all=True, append_images=frames[1:])
+    reasons: dict[str, str] = {}
+    folders = scan_folders(data, on_skip=lambda p, reason: reasons.setdefault(p.name, reason))
+    assert reasons == {
+        "anim.gif": "3 frames (an animated or multi-page image); derain takes still images: "
+        "save the frames as separate files first",
+        "cut.png": "truncated or corrupt image data",
+        "noise.png": "truncated or corrupt image data",
+    }
+    assert [p.name for p in folders.rainy] == ["r0.png", "r1.png", "r2.png"]
