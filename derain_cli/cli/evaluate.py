@@ -100,7 +100,7 @@ def command(
             "-q",
             "--quiet",
             help="No progress bar, model lines or table (errors and unscored images are still "
-            "shown); the scores go to --json or --csv.",
+            "shown); read the scores from --json or --csv.",
         ),
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -127,7 +127,7 @@ def command(
             grid_images=GRID_IMAGES if grid is not None else 0, quiet=quiet,
         )  # fmt: skip
         _print_problems(report)
-        if plan.skipped and not quiet:
+        if plan.skipped:  # stems left unscored, like the problems above: shown under -q too
             err_console.print(f"{plan.skipped} stem(s) beyond --limit {limit} skipped")
         if not quiet:
             has_clean, has_niqe = clean is not None, not no_niqe

@@ -92,14 +92,17 @@ def command(
         check_options(style=style, seed=seed, copies=copies, scale=scale, max_side=max_side)
         total = len(list_clean_images(clean_dir))
 
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err_console,
-            disable=quiet,
-            transient=True,
-        ) as progress, speak_cli(SYNTH_FLAGS):
+        with (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=err_console,
+                disable=quiet,
+                transient=True,
+            ) as progress,
+            speak_cli(SYNTH_FLAGS),
+        ):
             task = progress.add_task("synth", total=total)
             summary = write_pairs(
                 clean_dir, out, style=style, seed=seed, copies=copies, scale=scale,
