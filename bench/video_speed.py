@@ -87,7 +87,11 @@ def main() -> None:
             for name, (model, temporal) in cases.items():
                 start = time.perf_counter()
                 summary = derain_video(
-                    source, Path(tmp) / "out.mp4", model, VideoOptions(temporal=temporal)
+                    source,
+                    Path(tmp) / "out.mp4",
+                    model,
+                    VideoOptions(temporal=temporal),
+                    overwrite=True,
                 )
                 seconds = time.perf_counter() - start
                 fps = summary.frames / seconds

@@ -2,7 +2,10 @@
 
 Used for every file the tool writes (images, videos, weights, sha256 sidecars, reports). The
 temporary file sits in the destination's folder (same file system, so ``os.replace`` is atomic),
-is named ``.NAME.XXXX.tmp`` so image globs do not pick it up, and is removed on any failure.
+is named ``.NAME.derain-PID-XXXX.tmp`` (hidden, so image globs do not pick it up) and is removed
+on any failure. A process killed outright (SIGKILL, a power cut) cannot remove it; the PID in the
+name lets the next write of the same ``NAME`` find it and remove it once that process is gone
+(:func:`make_temp`).
 ``tempfile.mkstemp`` creates files readable by the owner only; the final file gets the mode a
 plain ``open()`` would give it (0o666 minus the umask), or keeps the mode of the file it replaces.
 """
@@ -10,15 +13,64 @@ plain ``open()`` would give it (0o666 minus the umask), or keeps the mode of the
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-#: Temporary files are ``.NAME.XXXX.tmp``; :func:`remove_stale_temps` matches this pattern.
+#: Temporary files are ``.NAME.derain-PID-XXXX.tmp``; :func:`remove_stale_temps` matches this.
 TEMP_GLOB = ".*.tmp"
+#: The part of a temporary file's name after ``.NAME``: the writing process and a random part.
+_OWNED = re.compile(r"\.derain-(\d+)-[a-z0-9_]+\.tmp")
+
+
+def make_temp(path: Path | str) -> tuple[int, str]:
+    """Create ``.NAME.derain-PID-XXXX.tmp`` beside ``path``: ``(fd, name)`` as ``mkstemp`` returns.
+
+    Temporary files of ``path`` left by processes that no longer run (killed mid-write) are
+    removed first. Raises ``OSError``.
+    """
+    path = Path(path)
+    remove_orphans(path)
+    return tempfile.mkstemp(
+        prefix=f".{path.name}.derain-{os.getpid()}-", suffix=".tmp", dir=path.parent
+    )
+
+
+def remove_orphans(path: Path | str) -> list[Path]:
+    """Remove the temporary files of ``path`` whose writing process has gone (never complete).
+
+    Only files named by :func:`make_temp` for this very ``path`` are looked at, and only those of
+    a process that does not exist any more are removed: a live writer's file is left alone.
+    """
+    path = Path(path)
+    prefix = f".{path.name}"
+    removed = []
+    for temp in sorted(path.parent.glob(glob.escape(prefix) + ".derain-*.tmp")):
+        owned = _OWNED.fullmatch(temp.name[len(prefix) :])
+        if owned is None or process_alive(int(owned.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            temp.unlink()
+            removed.append(temp)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (True where that cannot be told)."""
+    if os.name != "posix" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -31,7 +83,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """
     path = Path(path)
     folder = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp_name = make_temp(path)
     os.close(fd)
     try:
         yield Path(tmp_name)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, setting
 from derain_cli.toml_text import dumps_toml, toml_loads
 
 
@@ -258,7 +258,6 @@ class TrainConfig:
             (self.steps >= 1, "train.steps must be >= 1"),
             (self.epochs >= 0, "train.epochs must be >= 0"),
             (self.batch_size >= 1, "train.batch_size must be >= 1"),
-            (self.crop >= 16, "train.crop must be >= 16"),
             (self.lr > 0, "train.lr must be > 0"),
             (all(0 <= b < 1 for b in self.betas), "train.betas must be in [0, 1)"),
             (0 <= self.lr_decay_start <= 1, "train.lr_decay_start must be in [0, 1]"),
@@ -272,10 +271,59 @@ class TrainConfig:
             (self.num_samples >= 1, "train.num_samples must be >= 1"),
             (self.clean_zoom_max >= 1, "train.clean_zoom_max must be >= 1 (1 = plain crops)"),
             (self.num_workers >= 0, "train.num_workers must be >= 0"),
-            (self.gpus >= 1, "train.gpus must be >= 1"),
-            (self.batch_size % self.gpus == 0, "train.batch_size must be divisible by gpus"),
+            (self.gpus >= 1, f"{setting('train.gpus', self.gpus)}: must be >= 1"),
+            (
+                self.gpus < 1 or self.batch_size % self.gpus == 0,
+                f"{setting('train.batch_size', self.batch_size)}: must be divisible by "
+                f"{setting('train.gpus', self.gpus)}",
+            ),
         ]
         _require(*checks)
+
+
+#: No crop is smaller than this, whatever the sampler and the losses.
+MIN_CROP = 16
+
+
+def smallest_crop(sampler: SamplerConfig, losses: LossConfig) -> tuple[int, str]:
+    """The smallest ``train.crop`` these settings can train on, and why it is that.
+
+    A crop holds at least one sampler patch, and, with the layer contrast, a patch grid that
+    leaves every query ``losses.layer_positives`` candidates (else every step would fail deep
+    in the sampler). The one rule behind every crop message (:func:`crop_message`).
+    """
+    start = max(MIN_CROP, sampler.patch)
+    k = losses.layer_positives
+    if losses.use_layer_contrast and _worst_case_candidates(sampler, start) < k:
+        for crop in range(start, start + 64 * sampler.patch):
+            if _worst_case_candidates(sampler, crop) >= k:
+                return crop, (
+                    f"the layer contrast needs {k} candidate patches per query on the "
+                    f"{sampler.patch}-px patch grid, stride {sampler.stride}"
+                )
+    if start == sampler.patch and start > MIN_CROP:
+        return start, f"one {sampler.patch}-px sampler patch"
+    return start, "the smallest crop"
+
+
+def crop_message(crop: int, smallest: int, why: str, largest: int | None = None) -> str:
+    """How every refusal of ``train.crop`` reads: the allowed range, and why.
+
+    ``largest``: the largest short side among the rainy images, where they are known (a crop
+    above it would upscale every image).
+    """
+    name = setting("train.crop", crop)
+    if largest is None:
+        return f"{name}: crops must be at least {smallest} px ({why})"
+    if largest < smallest:
+        return (
+            f"{name}: crops must be at least {smallest} px ({why}), but no rainy image is that "
+            f"large (the largest short side is {largest} px); use larger images"
+        )
+    return (
+        f"{name}: crops must be between {smallest} px ({why}) and {largest} px (the largest "
+        "short side of the rainy images: a larger crop would upscale every one)"
+    )
 
 
 def _worst_case_candidates(sampler: SamplerConfig, crop: int) -> int:
@@ -302,20 +350,9 @@ class NLCLConfig:
     def __post_init__(self) -> None:
         # Checks that need two sections: the crop must hold a patch grid large enough for the
         # layer contrast's k positives, else every training step would fail deep in the sampler.
-        patch, crop = self.sampler.patch, self.train.crop
-        _require((crop >= patch, f"train.crop {crop} is smaller than sampler.patch {patch}"))
-        k = self.losses.layer_positives
-        if self.losses.use_layer_contrast and _worst_case_candidates(self.sampler, crop) < k:
-            smallest = next(
-                c
-                for c in range(crop, crop + 64 * patch)
-                if _worst_case_candidates(self.sampler, c) >= k
-            )
-            raise UsageError(
-                f"train.crop {crop} is too small for the layer contrast: its {patch}-px patch "
-                f"grid (stride {self.sampler.stride}) leaves fewer than "
-                f"losses.layer_positives={k} candidates per query; use a crop >= {smallest}"
-            )
+        smallest, why = smallest_crop(self.sampler, self.losses)
+        if self.train.crop < smallest:
+            raise UsageError(crop_message(self.train.crop, smallest, why))
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (tuples become lists), ready for JSON/TOML and ``torch.save``."""

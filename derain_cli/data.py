@@ -155,16 +155,18 @@ def list_images(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
 
 
 def probe_image(path: Path) -> str | None:
-    """Why ``path`` cannot be used (``None`` when its header reads and it has pixels)."""
-    from PIL import Image, UnidentifiedImageError
+    """Why ``path`` cannot be used, in derain's words (``None`` when it decodes).
+
+    A full decode with the reader training uses (:func:`decode`): a header that reads is not
+    enough, since a truncated file would then fail in the middle of the run.
+    """
+    from derain_cli.errors import ImageError
+    from derain_cli.imaging import read_image
 
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        return str(exc).split("\n")[0] or type(exc).__name__
-    if width < 1 or height < 1:
-        return "image has no pixels"
+        read_image(path, max_megapixels=None)
+    except ImageError as exc:
+        return exc.reason
     return None
 
 
@@ -212,12 +214,15 @@ def scan_folders(
     return ImageFolders(rainy_dirs, clean_dirs, rainy, clean_images, tuple(skipped))
 
 
-def check_crop(folders: ImageFolders, crop: int) -> str | None:
+def check_crop(
+    folders: ImageFolders, crop: int, smallest: tuple[int, str] = (16, "the smallest crop")
+) -> str | None:
     """Refuse a crop that no rainy image can hold; a note when some images will be upscaled.
 
     Every image whose short side is below the crop is upscaled (``fit_to_crop``). When that is
     every rainy image, the crop is a mistake (``--crop 2048`` on 1024-px photos grows a CPU step
-    past 20 GB): :class:`UsageError` naming the largest usable crop. Otherwise the returned note
+    past 20 GB): :class:`UsageError` naming the usable range, from ``smallest`` (the config's
+    :func:`~derain_cli.config.smallest_crop`) to the largest short side. Otherwise the returned note
     says how many images will be upscaled (``None`` when none).
     """
     from PIL import Image
@@ -232,11 +237,9 @@ def check_crop(folders: ImageFolders, crop: int) -> str | None:
     rainy = [short_side(p) for p in folders.rainy]
     clean = [short_side(p) for p in folders.clean]
     if rainy and max(rainy) < crop:
-        raise UsageError(
-            f"{setting('train.crop')} {crop} px is larger than every rainy image (the largest "
-            f"short side is {max(rainy)} px); every crop would be an upscaled image: "
-            f"use {setting('train.crop', max(rainy))} or less"
-        )
+        from derain_cli.config import crop_message
+
+        raise UsageError(crop_message(crop, *smallest, largest=max(rainy)))
     small = sum(side < crop for side in rainy + clean)
     if small:
         return (

@@ -69,6 +69,11 @@ class UsageError(DerainError):
     exit_code = 2
 
 
+class PixelError(UsageError, ValueError):
+    """A picture handed to the library that cannot be derained: wrong type, dtype, shape or
+    values (exit 2). Also a ``ValueError``, which such mistakes raised before."""
+
+
 class WeightsError(UsageError):
     """Weights that cannot be found, downloaded, verified or loaded (exit 2)."""
 

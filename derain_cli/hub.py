@@ -166,6 +166,7 @@ def _download(ref: HubRef, filename: str, *, revision: str | None = None) -> Pat
     )
 
     where = endpoint() or "the Hugging Face Hub"
+    _fail_fast_when_unreachable(ref, filename, revision or ref.revision, where)
     try:
         found = hf_hub_download(
             ref.repo_id,
@@ -198,6 +199,38 @@ def _download(ref: HubRef, filename: str, *, revision: str | None = None) -> Pat
     except Exception as exc:  # network and disk errors: one line, the chain kept for --debug
         raise WeightsError(f"{ref.spec}: download failed ({type(exc).__name__}: {exc})") from exc
     return Path(str(found))
+
+
+def _fail_fast_when_unreachable(ref: HubRef, filename: str, revision: str, where: str) -> None:
+    """Refuse at once, in one line, a file that is not cached when the Hub cannot be reached.
+
+    ``hf_hub_download`` retries a failed connection five times with growing waits when nothing
+    is cached (23 s and six log lines per file on a machine without network). One request
+    without retries tells first; HTTP answers (404, 5xx...) are left to ``hf_hub_download``,
+    which words them, and retries the transient ones.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.utils import HfHubHTTPError
+
+    if offline():
+        return  # hf_hub_download reads the cache only, and says so
+    cached = try_to_load_from_cache(
+        ref.repo_id, filename, cache_dir=hub_cache_dir(), revision=revision
+    )
+    if isinstance(cached, str):
+        return
+    url = hf_hub_url(ref.repo_id, filename, revision=revision, endpoint=endpoint())
+    try:
+        get_hf_file_metadata(url, endpoint=endpoint())
+    except HfHubHTTPError:
+        return
+    except Exception as exc:  # connection refused, no DNS, timeout: the network is the problem
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"{ref.spec}: cannot reach {where} ({reason}) and the file is not cached "
+            f"({hub_cache_dir()}); check the network, or set HF_HUB_OFFLINE=1 to use the "
+            "cache alone"
+        ) from None
 
 
 def _lfs_sha256(ref: HubRef, commit: str | None) -> str | None:

@@ -228,6 +228,25 @@ def read_image(
         raise ImageError(path, f"cannot read: {exc.strerror or exc}") from None
 
 
+def _refuse_several_frames(im: Image.Image, name: Path | str) -> None:
+    """An animated GIF, PNG or WebP, or a multi-page TIFF, would come out as its first frame.
+
+    MPO files (many phone and camera JPEGs) are not refused: their first image is the photo, the
+    others are previews or depth maps.
+    """
+    if im.format == "MPO" or not getattr(im, "is_animated", False):
+        return
+    try:
+        frames = f"{int(getattr(im, 'n_frames', 2))} frames"
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error):
+        frames = "several frames"
+    raise ImageError(
+        name,
+        f"{frames} (an animated or multi-page image); derain takes still images: save the "
+        "frames as separate files first",
+    )
+
+
 def _decode(
     handle: BinaryIO, path: Path | None, name: Path | str, max_megapixels: float | None
 ) -> Picture:
@@ -251,6 +270,7 @@ def _decode(
                 f"image is {megapixels:.1f} megapixels, above the {max_megapixels:g} MP limit "
                 f"({setting('max_megapixels')})",
             )
+        _refuse_several_frames(im, name)
         max_pixels = None if max_megapixels is None else max(1, int(max_megapixels * 1e6))
         with _pillow_limit(max_pixels):
             try:

@@ -41,7 +41,7 @@ def grid_shape(height: int, width: int, patch: int, stride: int) -> tuple[int, i
     if patch < 1 or stride < 1:
         raise ValueError(f"patch ({patch}) and stride ({stride}) must be >= 1")
     if height < patch or width < patch:
-        raise ValueError(f"image {height}x{width} is smaller than the patch size {patch}")
+        raise ValueError(f"image {width}x{height} is smaller than the patch size {patch}")
     return (height - patch) // stride + 1, (width - patch) // stride + 1
 
 

@@ -263,10 +263,21 @@ def read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as exc:  # torch raises many types on garbage input; all mean "unreadable"
         raise _unreadable(path, exc) from None
+    if _is_training_checkpoint(raw):
+        run = path.parent
+        raise WeightsError(
+            f"{path}: a derain training checkpoint, not weights; export them with "
+            f"'derain weights export {run}' and use {run / 'G_B.safetensors'}"
+        )
     state = _unwrap(raw)
     if state is None:
         raise WeightsError(f"{path}: not a state dict of tensors")
     return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def _is_training_checkpoint(raw: Any) -> bool:
+    """What ``derain train`` writes as ``RUN/checkpoint.pt`` (derain_cli/train/checkpoint.py)."""
+    return isinstance(raw, Mapping) and {"format", "step", "models", "optimizers"} <= raw.keys()
 
 
 def _unwrap(raw: Any) -> dict[str, torch.Tensor] | None:

@@ -13,7 +13,7 @@ from PIL import Image
 
 import derain_cli
 from derain_cli import Derainer
-from derain_cli.errors import WeightsError
+from derain_cli.errors import DerainError, PixelError, WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,11 +86,11 @@ def test_derain_image_keeps_pil_modes(derainer: Derainer, mode: str) -> None:
 
 
 def test_bad_inputs_and_weights_are_refused(derainer: Derainer, tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="numpy array or a PIL image"):
+    with pytest.raises(PixelError, match="numpy array or a PIL image"):
         derainer.derain_image([[0, 1], [1, 0]])
-    with pytest.raises(ValueError, match="H x W"):
+    with pytest.raises(PixelError, match="H x W"):
         derainer.derain_image(np.zeros((4, 4, 2), np.uint8))
-    with pytest.raises(TypeError, match="uint8, uint16 or float"):
+    with pytest.raises(PixelError, match="uint8, uint16 or float"):
         derainer.derain_image(np.zeros((4, 4, 3), np.int32))
     with pytest.raises(WeightsError):
         Derainer.from_pretrained(tmp_path / "missing.safetensors")
@@ -119,3 +119,50 @@ def test_from_pretrained_refuses_tiny_tiles_and_names_the_keyword() -> None:
         Derainer.from_pretrained("default", tile=1)
     with pytest.raises(UsageError, match=r"^device cuda:7: "):
         Derainer.from_pretrained("default", device="cuda:7")
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (
+            np.zeros((8, 8, 3), np.bool_),
+            r"^image: expected uint8, uint16 or float pixels, got bool",
+        ),
+        (
+            np.zeros((8, 8, 3), np.int64),
+            r"^image: expected uint8, uint16 or float pixels, got int64",
+        ),
+        (np.zeros((3, 8, 8), np.uint8), r"^image: got shape \(3, 8, 8\), channels first; .*"),
+        (np.zeros((2, 8, 8, 3), np.uint8), r"^image: got a 4-D array .*one image at a time"),
+        (np.zeros((0, 0, 3), np.uint8), r"^image: it is empty \(0 x 0 pixels\)$"),
+        (np.zeros((8, 8, 3, 1, 1), np.float32), r"^image: expected an H x W, "),
+    ],
+)
+def test_unusable_arrays_raise_one_derain_error(
+    derainer: Derainer, image: np.ndarray, message: str
+) -> None:
+    """bool and int arrays, channels first, batches and empty arrays raised plain TypeError or
+    ValueError from deep inside (some from torch), not the DerainError docs/api.md promises."""
+    with pytest.raises(DerainError, match=message) as caught:
+        derainer.derain_image(image)
+    assert isinstance(caught.value, PixelError) and "\n" not in str(caught.value)
+    with pytest.raises(PixelError, match="^image: "):
+        derainer(image)  # the raw call refuses them too
+
+
+def test_non_finite_and_out_of_range_floats_are_refused(derainer: Derainer) -> None:
+    """One NaN pixel gave an all-NaN result; a float image in 0-255 came back almost all white."""
+    rng = np.random.default_rng(3)
+    image = rng.random((16, 16, 3)).astype(np.float32)
+    with_nan = image.copy()
+    with_nan[4, 5, 1] = np.nan
+    with pytest.raises(PixelError, match=r"^image: 1 value\(s\) are NaN or infinite"):
+        derainer.derain_image(with_nan)
+    with pytest.raises(PixelError, match=r"got 0\.\d+ to 254\.\d+ \(8-bit values\? divide by 255"):
+        derainer.derain_image(image * 255)
+    with pytest.raises(PixelError, match="16-bit values"):
+        derainer.derain_image(image * 65535)
+    with pytest.raises(PixelError, match=r"got -0\.9\d+ to .*rescale them to \[0, 1\]"):
+        derainer.derain_image(image * 2 - 1)
+    nearly = np.clip(image + 5e-4, 0, None)  # rounding noise just above 1 is still accepted
+    assert derainer.derain_image(nearly).shape == image.shape

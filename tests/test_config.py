@@ -134,13 +134,15 @@ def test_print_config_applies_file_set_and_flags(tmp_path: Path) -> None:
 
 def test_crop_too_small_for_the_layer_contrast_is_refused_up_front() -> None:
     """A crop whose patch grid cannot hold k positives would fail every step inside the sampler."""
-    with pytest.raises(UsageError, match="train.crop 32 is too small.*use a crop >= 48"):
+    with pytest.raises(
+        UsageError, match=r"train.crop=32: crops must be at least 48 px \(the layer"
+    ):
         NLCLConfig().with_overrides({"train.crop": 32})
     assert NLCLConfig().with_overrides({"train.crop": 48}).train.crop == 48
     # Without the layer contrast, or with overlapping matches allowed, smaller crops are fine.
     NLCLConfig().with_overrides({"train.crop": 32, "losses.use_layer_contrast": False})
     NLCLConfig().with_overrides({"train.crop": 32, "sampler.exclude_overlap": False})
-    with pytest.raises(UsageError, match="smaller than sampler.patch"):
+    with pytest.raises(UsageError, match=r"at least 32 px \(one 32-px sampler patch\)"):
         NLCLConfig().with_overrides(
             {"train.crop": 24, "sampler.patch": 32, "losses.use_layer_contrast": False}
         )

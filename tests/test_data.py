@@ -120,10 +120,11 @@ def test_crops_are_deterministic_in_range_and_small_images_upscaled(tmp_path: Pa
 
 def test_undecodable_file_is_replaced_with_one_warning(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "d", rainy=2, clean=1)
-    good = (data / "rain-0.png").read_bytes()
-    (data / "rain-0.png").write_bytes(good[: len(good) // 2])  # header fine, pixels truncated
     folders = scan_folders(data)
-    assert len(folders.rainy) == 2  # the header probe cannot tell
+    assert len(folders.rainy) == 2
+    # Broken after the scan (which decodes every file in full): header fine, pixels truncated.
+    good = (data / "rain-0.png").read_bytes()
+    (data / "rain-0.png").write_bytes(good[: len(good) // 2])
     dataset = UnpairedCrops(folders, crop=32, seed=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

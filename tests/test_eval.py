@@ -155,6 +155,10 @@ def test_cli_rows_json_csv_grid_and_save_dir(tmp_path: Path, tiny_weights: Path)
     assert all(r["niqe"] == "" for r in rows)
     grid = Image.open(out / "grid.png")
     assert grid.width > 3 * 40 and grid.height > 4 * 40  # 4 images x (rainy, 2 weights, clean)
+    # -q printed the table and the model lines all the same (issue "Trust II"): only the
+    # unscored images are left on stderr.
+    assert "PSNR" not in result.stderr and " on cpu" not in result.stderr
+    assert "grid:" not in result.stderr and "image(s) not scored:" in result.stderr
 
 
 def test_cli_table_lists_problems_on_stderr(tmp_path: Path) -> None:

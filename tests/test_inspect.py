@@ -160,6 +160,26 @@ def test_at_inside_the_image_snaps_to_the_nearest_grid_position() -> None:
     assert [(q["x"], q["y"]) for q in doc["queries"]] == [(64, 80), (16, 0)]
 
 
+def test_cli_refuses_to_replace_an_existing_grid_and_says_w_x_h(tmp_path: Path) -> None:
+    """An existing -o file was replaced silently, and a too-small image was named H x W
+    ("image 12x40") where every other message says W x H (issue "Trust II")."""
+    src = _write_png(tmp_path / "rep.png", _repeat_image())
+    out = tmp_path / "grid.png"
+    out.write_bytes(b"an earlier grid")
+    args = ["inspect-patches", str(src), "-o", str(out), "--at", "0,0"]
+    result = runner.invoke(app, route(args))
+    assert result.exit_code == 2 and out.read_bytes() == b"an earlier grid"
+    assert f"-o {out}: exists (use --overwrite to replace it)" in " ".join(result.stderr.split())
+    assert runner.invoke(app, route([*args, "--overwrite"])).exit_code == 0
+    assert Image.open(out).format == "PNG"
+    same = runner.invoke(app, route(["inspect-patches", str(src), "-o", str(src), "--overwrite"]))
+    assert same.exit_code == 2 and "would replace the input image" in same.stderr
+    small = _write_png(tmp_path / "small.png", np.zeros((12, 40, 3), np.uint8))  # 40 x 12 px
+    result = runner.invoke(app, route(["inspect-patches", str(small), "--json"]))
+    assert result.exit_code == 2
+    assert "image 40x12 is smaller than the patch size 16" in result.stderr
+
+
 def test_cli_missing_image_is_bad_usage(tmp_path: Path) -> None:
     """Like ``derain run``: an input that does not exist is exit 2, named in one line."""
     missing = tmp_path / "nope.png"

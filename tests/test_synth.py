@@ -364,3 +364,25 @@ def test_the_config_and_cli_know_exactly_the_renderer_styles() -> None:
 
     assert get_args(SyntheticStyle) == STYLES
     assert synth_cli.STYLE_CHOICES == ", ".join(STYLES)
+
+
+def test_cli_failed_files_are_errors_and_the_bomb_limit_names_no_missing_option(
+    tmp_path: Path,
+) -> None:
+    """A failed file read "warning: FILE: skipped (...)" while the run exited 1, and a bomb was
+    refused naming --max-megapixels, which derain synth does not have (issue "Trust II")."""
+    from images import bomb_png  # tests/images.py
+
+    source = clean_folder(tmp_path / "in", ("a",))
+    (source / "bomb.png").write_bytes(bomb_png())
+    (source / "z.png").write_bytes(b"\x89PNG broken")
+    result = CliRunner().invoke(app, ["synth", str(source), "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("derain: ")]
+    assert errors[:2] == [
+        f"derain: error: {source / 'bomb.png'}: image is 10000.0 megapixels, above the 200 MP "
+        "limit (fixed for derain synth; shrink the photo first)",
+        f"derain: error: {source / 'z.png'}: truncated or corrupt image data",
+    ]
+    assert "warning" not in result.stderr and "skipped" not in result.stderr
+    assert "1 pairs written" in result.stderr and "2 image(s) failed" in result.stderr

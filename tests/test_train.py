@@ -405,8 +405,8 @@ def test_a_crop_larger_than_every_image_is_refused_before_training(tmp_path: Pat
     result = run_cli("train", str(data), "--out", str(tmp_path / "run"), "--steps", "1",
                      "--batch-size", "2", "--crop", "2048", "--device", "cpu")  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert "crop 2048 px is larger than every rainy image" in result.stderr
-    assert "--crop 48 or less" in result.stderr
+    assert "--crop 2048: crops must be between 48 px (the layer contrast" in result.stderr
+    assert "and 48 px (the largest short side of the rainy images" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

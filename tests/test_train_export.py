@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from derain_cli.cli.app import app
 from derain_cli.data import scan_folders
 from derain_cli.durations import parse_duration
-from derain_cli.errors import UsageError
+from derain_cli.errors import UsageError, WeightsError
 from derain_cli.train.checkpoint import load_checkpoint
 from derain_cli.train.export import export_run
 from derain_cli.train.loop import Hooks, train
@@ -113,3 +113,12 @@ def test_weights_export_from_a_checkpoint_alone(data: Path, tmp_path: Path) -> N
     assert again.exit_code == 2 and "exists" in again.output
     empty = runner.invoke(app, ["weights", "export", str(tmp_path)])
     assert empty.exit_code == 2 and "no training checkpoint" in empty.output
+
+    # --weights RUN/checkpoint.pt said "not a state dict of tensors" (issue "Trust II").
+    checkpoint = run / "checkpoint.pt"
+    with pytest.raises(WeightsError) as caught:
+        load_weights(str(checkpoint))
+    assert str(caught.value) == (
+        f"{checkpoint}: a derain training checkpoint, not weights; export them with "
+        f"'derain weights export {run}' and use {run / 'G_B.safetensors'}"
+    )

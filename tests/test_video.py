@@ -176,7 +176,7 @@ def test_interrupt_leaves_no_partial_file_and_keeps_the_old_one(tmp_path: Path) 
         return rgb
 
     with pytest.raises(KeyboardInterrupt):
-        derain_video(src, out, interrupted)
+        derain_video(src, out, interrupted, overwrite=True)
     assert out.read_bytes() == b"previous result" and leftovers(tmp_path) == []
 
 
@@ -192,7 +192,7 @@ def test_encoder_failure_leaves_nothing(tmp_path: Path) -> None:
     ("encoder", "message"),
     [
         (Encoder("no-such-codec"), "no such video encoder"),
-        (Encoder("aac"), "audio encoder, not video"),
+        (Encoder("aac"), "'aac': an audio encoder, not a video one"),
         (Encoder("ffv1", crf=10), "crf does not apply"),
         (Encoder(crf=60), "out of range"),
     ],
@@ -326,3 +326,31 @@ def test_a_stream_the_output_container_cannot_hold_is_dropped_with_a_note(tmp_pa
     after = probe(tmp_path / "out.webm")
     assert after.frames == 4 and after.codec == "vp9" and after.audio_samples == 0
     assert summary.notes == ["the output container cannot hold: audio (aac); not copied"]
+
+
+# ------------------------------------------------- the library keeps the command's safety rules
+
+
+def test_derain_video_refuses_its_input_and_an_existing_output(tmp_path: Path) -> None:
+    """derain_video(a, a) replaced a.mp4; an existing output was replaced silently; str paths
+    crashed with AttributeError (issue "Trust II")."""
+    src = make_video(tmp_path / "clip.mp4", frames=3, size=(32, 32), audio=False)
+    original = src.read_bytes()
+    (tmp_path / "sub").mkdir()
+    refused = r"output would replace the input .*; choose another output$"
+    for same in (src, str(src), tmp_path / "sub" / ".." / "clip.mp4"):
+        with pytest.raises(UsageError, match=refused):
+            derain_video(src, same, lambda rgb: rgb)
+    (tmp_path / "link.mp4").hardlink_to(src)
+    with pytest.raises(UsageError, match="replace the input"):
+        derain_video(src, tmp_path / "link.mp4", lambda rgb: rgb, overwrite=True)
+    assert src.read_bytes() == original
+
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"earlier result")
+    with pytest.raises(VideoError, match=r"out\.mp4: output exists \(use overwrite=True\)"):
+        derain_video(str(src), str(out), lambda rgb: rgb)
+    assert out.read_bytes() == b"earlier result"
+    summary = derain_video(str(src), str(out), lambda rgb: rgb, overwrite=True)
+    assert summary.frames == 3 and out.read_bytes() != b"earlier result"
+    assert leftovers(tmp_path) == []

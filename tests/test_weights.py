@@ -217,8 +217,8 @@ def test_convert_then_info(reference: Path, tmp_path: Path) -> None:
         outputs(load_weights(str(dest)).module), outputs(load_weights(str(src)).module)
     )
 
-    code, _, err = cli("weights", "info", str(dest))
-    assert code == 0 and "316,195" in err
+    code, out, _ = cli("weights", "info", str(dest))
+    assert code == 0 and "316,195" in out  # on stdout, for pipes
 
     code, _, err = cli("weights", "convert", str(src), str(dest))
     assert code == 2 and "already exists" in err
@@ -518,3 +518,29 @@ def test_wheel_ships_registry_and_lookup_finds_it(tmp_path: Path) -> None:
     assert Path(folder).resolve() == (prefix / "share" / "derain" / "weights").resolve()
     assert json.loads((Path(folder) / "registry.json").read_text())["format_version"] == 1
     assert aliases == "1"
+
+
+def test_unreachable_hub_fails_at_once_in_one_line(
+    hub: HubServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """With no network, an uncached hf:// spec printed six retry lines over 23 s (issue "Trust
+    II"): huggingface_hub retries a failed connection five times when nothing is cached."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a local port that nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    code, _, err = cli("weights", "info", "hf://owner/derain-tiny")
+    assert time.monotonic() - start < 5
+    assert code == 2, err
+    (line,) = [line for line in err.splitlines() if line.strip()]
+    assert line.startswith("derain: error: hf://owner/derain-tiny@main/G_B.safetensors: cannot "
+                           f"reach http://127.0.0.1:{port} (")  # fmt: skip
+    assert line.endswith("check the network, or set HF_HUB_OFFLINE=1 to use the cache alone")
+    assert "Retry" not in capfd.readouterr().err

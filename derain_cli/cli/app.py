@@ -47,7 +47,7 @@ app = typer.Typer(
     "Usage: derain IN... -o OUT \\[options]   (IN: images, folders, globs or -)\n\n"
     "derain --version (or -V) prints the version.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
@@ -79,7 +79,9 @@ app.command(
 )(synth.command)
 
 SUBCOMMANDS = frozenset({"run", "weights", "train", "adapt", "eval", "inspect-patches", "synth"})
-TOP_LEVEL_OPTIONS = frozenset({"-h", "--help", "-V", "--version"})
+TOP_LEVEL_OPTIONS = frozenset(
+    {"-h", "--help", "-V", "--version", "--install-completion", "--show-completion"}
+)
 
 
 def route(argv: Sequence[str]) -> list[str]:

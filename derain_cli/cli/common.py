@@ -13,6 +13,8 @@ from derain_cli.errors import DerainError, speak_cli
 
 #: Everything human-readable goes to stderr so that stdout stays free for ``-o -`` and ``--json``.
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+#: What a command exists to print (``derain weights list``'s table) goes to stdout, for pipes.
+out_console = Console(highlight=False, soft_wrap=True)
 
 
 def print_error(message: str) -> None:

@@ -94,7 +94,15 @@ def command(
         ),
     ] = None,
     no_niqe: Annotated[bool, typer.Option("--no-niqe", help="Skip NIQE (faster).")] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "-q",
+            "--quiet",
+            help="No progress bar, model lines or table (errors and unscored images are still "
+            "shown); read the scores from --json or --csv.",
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Score models on rainy/clean pairs (PSNR, SSIM, NIQE)."""
@@ -113,20 +121,23 @@ def command(
         if grid is not None and grid.suffix.lower() != ".png":
             raise UsageError(f"--grid {grid}: must be a .png file")
         plan = ev.plan(rainy=rainy, clean=clean, pred=pred, limit=limit)
-        methods = _methods(weights or [], pred, device, precision, tile)
+        methods = _methods(weights or [], pred, device, precision, tile, quiet=quiet)
         report, rows = _run(
             plan, methods, rgb=rgb, with_niqe=not no_niqe, save_dir=save_dir,
             grid_images=GRID_IMAGES if grid is not None else 0, quiet=quiet,
         )  # fmt: skip
         _print_problems(report)
-        if plan.skipped:
+        if plan.skipped:  # stems left unscored, like the problems above: shown under -q too
             err_console.print(f"{plan.skipped} stem(s) beyond --limit {limit} skipped")
-        _print_table(report, per_image=per_image, has_clean=clean is not None, has_niqe=not no_niqe)
+        if not quiet:
+            has_clean, has_niqe = clean is not None, not no_niqe
+            _print_table(report, per_image=per_image, has_clean=has_clean, has_niqe=has_niqe)
         if csv_path is not None:
             eval_files.write_csv(csv_path, report)
         if grid is not None and rows:
             eval_files.write_grid(grid, rows)
-            err_console.print(f"grid: {grid}")
+            if not quiet:
+                err_console.print(f"grid: {grid}")
         if as_json:
             sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     if report.problems:
@@ -134,7 +145,13 @@ def command(
 
 
 def _methods(
-    weights: list[str], pred: Path | None, device: str, precision: Precision, tile: int | None
+    weights: list[str],
+    pred: Path | None,
+    device: str,
+    precision: Precision,
+    tile: int | None,
+    *,
+    quiet: bool = False,
 ) -> list[Method]:
     """One Method per weights (models loaded once, up front) or the --pred folder."""
     from derain_cli.evaluate import Method, unique_labels, weights_label
@@ -154,7 +171,8 @@ def _methods(
         loaded = load_weights(spec)
         require_background(loaded)
         derainer = Derainer(loaded, device=device, precision=precision.value, tile=tile)
-        err_console.print(f"{label}: {loaded.source} on {derainer.description}")
+        if not quiet:
+            err_console.print(f"{label}: {loaded.source} on {derainer.description}")
         methods.append(Method(label=label, derain=derainer, description=loaded.source))
     return methods
 

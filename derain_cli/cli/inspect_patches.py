@@ -81,6 +81,9 @@ def command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the queries and matches as JSON on stdout.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing -o FILE.png.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Show the non-local positives and negatives of query patches."""
@@ -89,6 +92,11 @@ def command(
             raise UsageError("give -o FILE.png for the picture and/or --json for the data")
         if output is not None and output.suffix.lower() != ".png":
             raise UsageError(f"-o {output}: must be a .png file")
+        if output is not None and output.exists() and not overwrite:
+            what = "use --overwrite to replace it" if output.is_file() else "not a file"
+            raise UsageError(f"-o {output}: exists ({what})")
+        if output is not None and image.exists() and output.resolve() == image.resolve():
+            raise UsageError(f"-o {output}: would replace the input image")
         if rain_weights is not None and weights is None:
             raise UsageError("--rain-weights needs --weights (G_B) as well")
         if not image.exists():

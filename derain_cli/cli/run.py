@@ -30,6 +30,7 @@ from derain_cli.cli.options import (
     TileOption,
     check_device,
 )
+from derain_cli.cli.signals import describe, exit_status, stop_like_interrupt
 from derain_cli.errors import DerainError, UsageError
 
 if TYPE_CHECKING:
@@ -102,8 +103,14 @@ def command(
     precision: PrecisionOption = Precision.auto,
     tile: TileOption = None,
     overlap: Annotated[
-        int, typer.Option(min=0, metavar="PIXELS", help="Overlap between tiles (blended).")
-    ] = 32,
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="PIXELS",
+            help="Overlap between tiles (blended), at most a quarter of the tile. Default: 32.",
+            show_default=False,
+        ),
+    ] = None,
     max_megapixels: Annotated[
         float | None,
         typer.Option(
@@ -157,7 +164,7 @@ def command(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Derain each IN and write the results to OUT."""
-    with _unexpected_errors(debug), user_errors(debug):
+    with _unexpected_errors(debug), user_errors(debug), stop_like_interrupt():
         from derain_cli import imaging
         from derain_cli.atomic import atomic_write_bytes
         from derain_cli.inference.batch import plan_jobs, stream_jobs
@@ -170,6 +177,7 @@ def command(
             take,
         )
         from derain_cli.inference.tiling import check_tile
+        from derain_cli.inference.writable import check_output_folders
         from derain_cli.video.formats import Encoder, check_encoder
         from derain_cli.video.pipeline import VideoOptions
         from derain_cli.video.temporal import TemporalSettings
@@ -177,6 +185,8 @@ def command(
         if skip_existing and overwrite:
             raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
         check_tile(tile)
+        if overlap is not None and tile and overlap > tile // 4 and not quiet:
+            _note(f"--overlap {overlap}: capped at {tile // 4} px, a quarter of --tile {tile}")
         check_device(device, precision.value)
         encoder = Encoder(codec, crf)
         check_encoder(encoder)
@@ -204,6 +214,7 @@ def command(
 
         if report is not None:
             check_report_path(report, planned)
+        check_output_folders(jobs, overwrite=overwrite)
         if shard.active:
             _pick_local_gpu(device, shard.local_rank)
             if report is not None:
@@ -214,7 +225,9 @@ def command(
                     merge_parts(report, shard, planned)
                 return
 
-        derainer = _load_model(weights, device, precision, tile, overlap, quiet)
+        derainer = _load_model(
+            weights, device, precision, tile, 32 if overlap is None else overlap, quiet
+        )
         frames = _FrameBars()
         results = stream_jobs(
             jobs,
@@ -284,6 +297,10 @@ def _load_model(
     return derainer
 
 
+def _note(message: str) -> None:
+    err_console.print(Text.assemble(("derain: note: ", "bold"), message))
+
+
 def _warn_skipped(path: Path, what: str) -> None:
     """One stderr line per folder or glob entry that is skipped because it is not a file."""
     err_console.print(
@@ -305,7 +322,8 @@ def _close_sinks(sinks: list[LineStream | ReportFile]) -> int:
 
 @contextlib.contextmanager
 def _unexpected_errors(debug: bool) -> Iterator[None]:
-    """A bug or an environment failure: one line (traceback with --debug), exit 1; ^C is 130."""
+    """A bug or an environment failure: one line (traceback with --debug), exit 1; ^C is 130,
+    SIGTERM 143 and SIGHUP 129 (see :mod:`derain_cli.cli.signals`)."""
     try:
         yield
     except (typer.Exit, typer.Abort, typer.TyperException):
@@ -315,9 +333,11 @@ def _unexpected_errors(debug: bool) -> Iterator[None]:
         # other Unix tools, with the status a shell shows for a process ended by SIGPIPE.
         _silence_stdout()
         raise typer.Exit(BROKEN_PIPE_EXIT) from None
-    except KeyboardInterrupt:
-        err_console.print("derain: interrupted (finished outputs are complete; no partial files)")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        err_console.print(
+            f"derain: {describe(exc)} (finished outputs are complete; no partial files)"
+        )
+        raise typer.Exit(exit_status(exc)) from None
     except Exception as exc:
         if debug:
             err_console.print_exception()

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
-from rich.text import Text
 
-from derain_cli.cli.common import err_console, user_errors
+from derain_cli.cli.common import FLAGS, err_console, print_error, user_errors
 from derain_cli.config import SyntheticStyle
+from derain_cli.errors import speak_cli
+
+#: derain synth has no --max-megapixels: the reader's decompression-bomb limit is fixed here.
+SYNTH_FLAGS = {**FLAGS, "max_megapixels": "fixed for derain synth; shrink the photo first"}
 
 # From the config's type (light to import), which tests/test_synth.py holds equal to synth.STYLES.
 STYLE_CHOICES = ", ".join(get_args(SyntheticStyle))
@@ -101,23 +104,25 @@ def command(
         )
         total = len(list_clean_images(clean_dir))
 
-        def warn(message: str) -> None:
-            err_console.print(Text.assemble(("derain: warning: ", "bold yellow"), message))
-
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err_console,
-            disable=quiet,
-            transient=True,
-        ) as progress:
+        with (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=err_console,
+                disable=quiet,
+                transient=True,
+            ) as progress,
+            speak_cli(SYNTH_FLAGS),
+        ):
             task = progress.add_task("synth", total=total)
             summary = write_pairs(
                 clean_dir, out, style=style, seed=seed, copies=copies, scale=scale,
-                max_side=max_side, overwrite=overwrite, streaks=streaks, on_warning=warn,
+                max_side=max_side, overwrite=overwrite, streaks=streaks, on_warning=lambda message: None,
                 on_pair=lambda name: progress.update(task, advance=1, description=name),
             )  # fmt: skip
+    for failure in summary.failed:  # failed files are errors (exit 1), worded as derain's
+        print_error(f"{failure.path}: {failure.reason}")
     rainy, clean = (shlex.quote(str(p)) for p in (summary.rainy_dir, summary.clean_dir))
     failed = f", {len(summary.failed)} image(s) failed" if summary.failed else ""
     err_console.print(

@@ -302,7 +302,10 @@ def _run(
 
         StreakBank(requested.losses.synthetic_streaks)
     folders = scan_folders(data, clean, min_rainy=requested.train.batch_size, on_skip=warn)
-    upscaled = check_crop(folders, requested.train.crop)
+    from derain_cli.config import smallest_crop
+
+    smallest = smallest_crop(requested.sampler, requested.losses)
+    upscaled = check_crop(folders, requested.train.crop, smallest)
     err_console.print(
         f"derain train: {len(folders.rainy)} rainy images in {_names(folders.rainy_dirs)}, "
         f"{len(folders.clean)} clean in {_names(folders.clean_dirs)}; run folder {out}",

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from derain_cli.cli.common import err_console, user_errors
+from derain_cli.cli.common import err_console, out_console, user_errors
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -96,7 +96,7 @@ def list_cmd(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(str(row[c]) for c in ("name", "arch", "size", "source", "status")))
-    err_console.print(table)
+    out_console.print(table)
     if registry.aliases.get("default", "missing") is None:
         err_console.print(f"note: {no_default_message()}", markup=False)
 
@@ -238,4 +238,4 @@ def info_cmd(
     table.add_row("sha256", loaded.sha256)
     for key, value in sorted(loaded.metadata.items()):
         table.add_row(key, value)
-    err_console.print(table)
+    out_console.print(table)

@@ -279,7 +279,7 @@ def _compute_and_write(
             if settled is not None:
                 settled.seconds = item.seconds + time.perf_counter() - start
                 return settled
-            job.output.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(job.output.parent)
             write_image(job.output, picture, clean, fmt=job.fmt, quality=quality)
     except BrokenPipeError:
         raise  # stdout's reader has gone: no later file can be written there either
@@ -293,6 +293,15 @@ def _compute_and_write(
         megapixels=megapixels,
         alpha_dropped=picture.alpha is not None and not SUPPORTED_FORMATS[job.fmt].alpha,
     )
+
+
+def make_folder(folder: Path) -> None:
+    """Create an output folder; a failure is an :class:`ImageError` naming it, not an OSError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise ImageError(folder, f"cannot create the output folder ({reason})") from None
 
 
 def _derain_video_job(
@@ -313,8 +322,10 @@ def _derain_video_job(
         return settled
     tick = None if on_frame is None else (lambda done, total: on_frame(job, done, total))
     try:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        summary = derain_video(job.input, job.output, derain, options, on_frame=tick)
+        make_folder(job.output.parent)
+        summary = derain_video(
+            job.input, job.output, derain, options, overwrite=overwrite, on_frame=tick
+        )
     except Exception as exc:  # one bad file must not stop the batch
         return _failure(job, exc, time.perf_counter() - start)
     return Result(

@@ -42,14 +42,14 @@ import torch
 from torch import fx, nn
 
 from derain_cli import runtime
-from derain_cli.errors import UsageError, setting
+from derain_cli.errors import PixelError, UsageError, setting
 from derain_cli.inference.arena import (
     HOST_MEMORY_FRACTION,
     HostArena,
     host_memory_from_env,
     spill_directory,
 )
-from derain_cli.inference.pixels import as_float_rgb
+from derain_cli.inference.pixels import as_float_rgb, check_shape
 from derain_cli.inference.stream_plan import (
     Moments,
     Segment,
@@ -278,8 +278,16 @@ class Derainer:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """Derain one ``H x W x 3`` float32 image in [0, 1]; returns the same shape in [0, 1]."""
+        if not isinstance(rgb, np.ndarray):
+            raise PixelError(f"image: expected a numpy array, got {type(rgb).__name__}")
+        check_shape(rgb.shape, accepted="an H x W x 3 float32 image")
         if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 image, got shape {rgb.shape}")
+            raise PixelError(f"image: expected an H x W x 3 float32 image, got shape {rgb.shape}")
+        if not np.issubdtype(rgb.dtype, np.floating):
+            raise PixelError(
+                f"image: expected float32 pixels in [0, 1], got {rgb.dtype} "
+                "(derain_image takes uint8 and uint16 too)"
+            )
         height, width = rgb.shape[:2]
         if height < MIN_SIDE or width < MIN_SIDE:
             # InstanceNorm needs more than one pixel and 3x3 convs see mostly padding on tiny

@@ -6,6 +6,11 @@
 type, dtype, channel count and alpha: grey stays grey (the mean of the derained channels), alpha
 passes through untouched. The CLI's own file decoding is :mod:`derain_cli.imaging`; this is for
 people calling :meth:`~derain_cli.inference.engine.Derainer.derain_image` from Python.
+
+Anything else is refused with a :class:`~derain_cli.errors.PixelError` naming what is wrong,
+rather than guessed at: other dtypes (``bool``, ``int32``...), channels first (``3 x H x W``),
+batches (4-D), empty images, NaN or infinite values, and float values outside [0, 1] (which
+would come back clipped, mostly white or black).
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from derain_cli.errors import PixelError
+
 Restore = Callable[[np.ndarray], Any]
+
+#: Float values this far outside [0, 1] are rounding noise from the caller's own processing and
+#: are clipped; anything beyond is refused.
+FLOAT_SLACK = 1e-3
 
 
 def as_float_rgb(image: Any) -> tuple[np.ndarray, Restore]:
@@ -28,7 +39,48 @@ def as_float_rgb(image: Any) -> tuple[np.ndarray, Restore]:
         return _from_pil(image)
     if isinstance(image, np.ndarray):
         return _from_array(image)
-    raise TypeError(f"expected a numpy array or a PIL image, got {type(image).__name__}")
+    raise PixelError(f"image: expected a numpy array or a PIL image, got {type(image).__name__}")
+
+
+def check_shape(shape: tuple[int, ...], *, accepted: str) -> None:
+    """Refuse batches, channels-first layouts and empty images with one sentence each."""
+    if len(shape) == 4:
+        raise PixelError(
+            f"image: got a 4-D array of shape {shape}; pass one image at a time, e.g. batch[0]"
+        )
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+        raise PixelError(
+            f"image: got shape {shape}, channels first; pass channels last "
+            "(H x W x C), e.g. array.transpose(1, 2, 0)"
+        )
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
+        raise PixelError(f"image: expected {accepted}, got shape {shape}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise PixelError(f"image: it is empty ({shape[1]} x {shape[0]} pixels)")
+
+
+def check_values(values: np.ndarray) -> None:
+    """Refuse NaN or infinite values, and float values outside [0, 1] (with a hint)."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(values.size - np.count_nonzero(finite))
+        raise PixelError(
+            f"image: {bad} value(s) are NaN or infinite; replace them first, "
+            "e.g. np.nan_to_num(image)"
+        )
+    low, high = float(values.min()), float(values.max())
+    if low >= -FLOAT_SLACK and high <= 1.0 + FLOAT_SLACK:
+        return
+    if low >= 0 and high <= 255.0:
+        hint = "8-bit values? divide by 255"
+    elif low >= 0 and high <= 65535.0:
+        hint = "16-bit values? divide by 65535"
+    else:
+        hint = "rescale them to [0, 1]"
+    raise PixelError(
+        f"image: float values must lie in [0, 1], got {low:g} to {high:g} ({hint}, "
+        "or pass uint8 / uint16 pixels)"
+    )
 
 
 def _scale_of(dtype: np.dtype) -> float:
@@ -38,21 +90,20 @@ def _scale_of(dtype: np.dtype) -> float:
         return 65535.0
     if np.issubdtype(dtype, np.floating):
         return 1.0
-    raise TypeError(f"expected uint8, uint16 or float pixels, got {dtype}")
+    raise PixelError(
+        f"image: expected uint8, uint16 or float pixels, got {dtype}"
+        + (" (convert with image.astype(np.uint8) * 255)" if dtype == np.bool_ else "")
+    )
 
 
 def _from_array(array: np.ndarray) -> tuple[np.ndarray, Restore]:
-    if array.ndim == 2:
-        channels = 1
-    elif array.ndim == 3 and array.shape[2] in (1, 3, 4):
-        channels = array.shape[2]
-    else:
-        raise ValueError(
-            f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {array.shape}"
-        )
+    check_shape(array.shape, accepted="an H x W, H x W x 3 or H x W x 4 image")
+    channels = 1 if array.ndim == 2 else array.shape[2]
     dtype = array.dtype
     scale = _scale_of(dtype)
     values = array.astype(np.float32) / scale
+    if scale == 1.0:
+        check_values(values if channels != 4 else values[..., :3])
     if channels == 1:
         grey = values.reshape(array.shape[0], array.shape[1])
         rgb = np.repeat(grey[..., None], 3, axis=2)

@@ -109,8 +109,27 @@ def plan_jobs(
         jobs = _plan_one(unique[0], output, recursive, suffix, fmt, on_skip)
     else:
         jobs = _plan_several(unique, output, recursive, suffix, fmt, on_skip)
+    if skip_existing:
+        jobs = _without_earlier_outputs(jobs)
     _refuse_collisions(jobs)
     return jobs
+
+
+def _without_earlier_outputs(jobs: list[Job]) -> list[Job]:
+    """Drop inputs that are the outputs of other jobs: results of an earlier run into the input
+    folder itself (``derain shots -o shots --suffix _clean --skip-existing``, run again).
+
+    Only with ``skip_existing``: those outputs are then left alone, never written, so no input
+    is replaced, and they are not derained a second time (``a_clean_clean.png``).
+    """
+    outputs = {same_file_key(job.output) for job in jobs if job.output is not None}
+    return [
+        job
+        for job in jobs
+        if job.input is None
+        or same_file_key(job.input) not in outputs
+        or (job.output is not None and same_file_key(job.output) == same_file_key(job.input))
+    ]
 
 
 def _plan_one(
@@ -358,19 +377,33 @@ def _walk_folder(
     """Image files under ``root`` as (path, path relative to root), sorted, outputs excluded.
 
     Hidden files and folders are skipped, and so is ``exclude`` (the output folder) when it lies
-    inside ``root``: a rerun must not derain its own earlier outputs.
+    inside ``root``: a rerun must not derain its own earlier outputs. Symbolic links to folders
+    are followed (mirrored under the link's name); one that leads back to a folder already read
+    (a loop, or a second way into the same folder) is skipped and reported to ``on_skip``.
     """
     nested = _nested_output(root, exclude)
     found: list[tuple[Path, Path]] = []
+    seen: set[tuple[int, int]] = set()
 
     def unreadable(exc: OSError) -> None:
         on_skip(Path(exc.filename or root), f"a folder that cannot be read ({exc.strerror})")
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
         here = Path(dirpath)
         if nested is not None and _inside(here, nested):
             dirnames.clear()
             continue
+        try:
+            info = os.stat(here)
+        except OSError as exc:
+            unreadable(exc)
+            dirnames.clear()
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            on_skip(here, "a symbolic link to a folder already read")
+            dirnames.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         for name in sorted(filenames):
             path = here / name

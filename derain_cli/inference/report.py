@@ -23,12 +23,11 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from derain_cli.atomic import new_file_mode
+from derain_cli.atomic import make_temp, new_file_mode
 from derain_cli.errors import DerainError, UsageError, setting
 from derain_cli.inference.plan import Job, same_file_key
 
@@ -166,7 +165,7 @@ def open_report(path: Path) -> tuple[IO[str], str | None]:
     """A text handle for the report's lines and its temporary file (None: written in place)."""
     if not _is_regular_or_absent(path):
         return open(path, "a", encoding="utf-8"), None  # noqa: SIM115 (closed by ReportFile)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temp = make_temp(path)
     try:
         return os.fdopen(fd, "w", encoding="utf-8"), temp
     except BaseException:

@@ -11,6 +11,7 @@ duration, rotation, audio and subtitles all survive.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -214,6 +215,8 @@ class VideoSink:
         self.container = out
         try:
             out.metadata.update(self.source.container.metadata)
+            if codec == "libsvtav1":  # SVT-AV1 logs through its own variable, not FFmpeg's
+                os.environ.setdefault("SVT_LOG", "1")  # errors only
             stream: Any = out.add_stream(
                 codec, rate=info.rate, options=self.encoder.options_for(codec)
             )

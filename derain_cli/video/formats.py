@@ -58,11 +58,13 @@ class Encoder:
         return self.codec or _CONTAINER_CODEC.get(container, DEFAULT_CODEC)
 
     def options_for(self, codec: str) -> dict[str, str]:
-        """FFmpeg private options for ``codec``: its CRF, and VP9's constant-quality mode."""
+        """FFmpeg private options for ``codec``: its CRF, VP9's constant-quality mode, and
+        x265's own log (two dozen ``x265 [info]`` lines on stderr per video) cut to errors."""
+        options = {"x265-params": "log-level=error"} if codec == "libx265" else {}
         crf = self.crf if self.crf is not None else DEFAULT_CRF.get(codec)
         if crf is None:
-            return {}
-        options = {"crf": str(crf)}
+            return options
+        options["crf"] = str(crf)
         if codec == "libvpx-vp9":
             options["b"] = "0"  # constant quality: without it VP9 treats CRF as a bitrate cap
         if codec == "libx264":
@@ -86,7 +88,8 @@ def check_encoder(encoder: Encoder) -> None:
             ) from None
         if codec.type != "video":
             raise UsageError(
-                f"{setting('codec')} {encoder.codec!r}: a {codec.type} encoder, not video"
+                f"{setting('codec')} {encoder.codec!r}: "
+                f"{_article(codec.type)} {codec.type} encoder, not a video one"
             )
     if encoder.crf is None:
         return
@@ -100,3 +103,8 @@ def check_encoder(encoder: Encoder) -> None:
         raise UsageError(
             f"{setting('crf')} {encoder.crf}: out of range for this codec (0 to {top})"
         )
+
+
+def _article(word: str) -> str:
+    """``a`` or ``an`` before ``word`` (``an audio encoder``, ``a subtitle encoder``)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"

@@ -7,10 +7,15 @@ audio / subtitle packets, in their demux order, to an encoder thread that writes
 beside ``output``. Only a finished file replaces ``output``: an error, a failing encoder or ^C
 leaves nothing behind (and an existing ``output`` as it was). Queues are short, so memory holds a
 few frames whatever the video's length.
+
+The command's safety rules hold for library callers too: ``output`` may not be ``source`` (the
+same file under another name included), and an existing ``output`` is replaced only with
+``overwrite=True``.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -22,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from derain_cli.atomic import atomic_path
-from derain_cli.errors import VideoError
+from derain_cli.errors import UsageError, VideoError, setting
 from derain_cli.video.codec import Frame, VideoSink, VideoSource
 from derain_cli.video.formats import Encoder
 from derain_cli.video.temporal import TemporalFilter, TemporalSettings
@@ -89,14 +94,21 @@ class _Pipe:
 
 
 def derain_video(
-    source: Path,
-    output: Path,
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
     derain: Derain,
     options: VideoOptions | None = None,
     *,
+    overwrite: bool = False,
     on_frame: OnFrame | None = None,
 ) -> VideoSummary:
-    """Write the derained ``source`` to ``output``; raises :class:`VideoError` for a bad file."""
+    """Write the derained ``source`` to ``output``; raises :class:`VideoError` for a bad file.
+
+    Refused before anything is read: an ``output`` that is ``source`` (:class:`UsageError`), and
+    an existing ``output`` unless ``overwrite`` (:class:`VideoError`); ``source`` is never changed.
+    """
+    source, output = Path(source), Path(output)
+    check_output(source, output, overwrite=overwrite)
     options = options or VideoOptions()
     start = time.perf_counter()
     video = VideoSource(source)
@@ -141,6 +153,25 @@ def derain_video(
         return VideoSummary(sink.frames, megapixels, time.perf_counter() - start, notes)
     finally:
         video.close()
+
+
+def check_output(source: Path, output: Path, *, overwrite: bool) -> None:
+    """Refuse an ``output`` that is ``source`` or, without ``overwrite``, exists at all."""
+    from derain_cli.inference.plan import same_file_key
+
+    same = same_file_key(source) == same_file_key(output)
+    if not same and source.exists() and output.exists():
+        try:
+            same = os.path.samefile(source, output)  # a hard link, another mount of the folder
+        except OSError:
+            same = False
+    if same:
+        raise UsageError(
+            f"{output}: output would replace the input {source}; choose another {setting('output')}"
+        )
+    if os.path.lexists(output) and not (overwrite and output.is_file()):
+        reason = f"use {setting('overwrite', True)}" if output.is_file() else "not a file"
+        raise VideoError(output, f"output exists ({reason})")
 
 
 def _decode(video: VideoSource, pipe: _Pipe) -> None:
