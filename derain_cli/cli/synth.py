@@ -118,7 +118,8 @@ def command(
             task = progress.add_task("synth", total=total)
             summary = write_pairs(
                 clean_dir, out, style=style, seed=seed, copies=copies, scale=scale,
-                max_side=max_side, overwrite=overwrite, streaks=streaks, on_warning=lambda message: None,
+                max_side=max_side, overwrite=overwrite, streaks=streaks,
+                on_warning=lambda message: None,
                 on_pair=lambda name: progress.update(task, advance=1, description=name),
             )  # fmt: skip
     for failure in summary.failed:  # failed files are errors (exit 1), worded as derain's
