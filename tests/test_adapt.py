@@ -123,7 +123,7 @@ def test_what_cannot_work_is_refused_before_any_work(shoot: Path, tmp_path: Path
     assert "a .safetensors file" in refused("-o", str(tmp_path / "mine.pth"))
     mine = str(tmp_path / "mine.safetensors")
     assert "fewer than the batch size 8" in refused("-o", mine, "--set", "train.batch_size=8")
-    assert "train.crop 128 px is larger than every rainy image" in refused(
+    assert "train.crop=128: crops must be between 16 px" in refused(
         "-o", mine, "--set", "train.crop=128"
     )
     assert "model.generator_hparams.channels is 16 in the config, 8 in" in refused(
