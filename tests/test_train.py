@@ -417,3 +417,26 @@ def test_some_images_smaller_than_the_crop_are_named_once(tmp_path: Path) -> Non
     assert check_crop(folders, 32) is None
     note = check_crop(folders, 44)  # rainy short sides 40, 44, 48; clean 44
     assert note == "1 of 5 images are smaller than the 44-px crop and will be upscaled"
+
+
+def test_a_run_resumed_twice_keeps_every_segment_in_its_log(tmp_path: Path) -> None:
+    """Each process counts ``seconds`` from its own start; the wall time of a run is the sum of
+    its segments. The log kept only the last resume event (the first ones were dropped at every
+    resume), so a run resumed twice counted its first segment as part of the second."""
+    from derain_cli.train.run_folder import RunPaths, prepare_folder
+
+    paths = RunPaths(tmp_path / "run")
+    config = tiny_config()
+    prepare_folder(paths, config, 0)
+    rows = [{"step": 2, "seconds": 10.0}, {"step": 4, "seconds": 20.0}]
+    with open(paths.metrics, "a", encoding="utf-8") as log:
+        log.writelines(json.dumps(r) + "\n" for r in rows)
+    prepare_folder(paths, config, 4)  # resumed at step 4
+    with open(paths.metrics, "a", encoding="utf-8") as log:
+        log.write(json.dumps({"step": 6, "seconds": 5.0}) + "\n")
+        log.write(json.dumps({"event": "end", "step": 6}) + "\n")
+    prepare_folder(paths, config, 6)  # resumed again, to extend the run
+    lines = [json.loads(x) for x in paths.metrics.read_text().splitlines()]
+    events = [(x["event"], x["step"]) for x in lines if "event" in x]
+    assert events == [("start", 0), ("resume", 4), ("resume", 6)]
+    assert [x["step"] for x in lines if "event" not in x] == [2, 4, 6]

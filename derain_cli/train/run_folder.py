@@ -78,13 +78,16 @@ def prepare_folder(
     remove_stale_temps(paths.root)
     atomic_write_bytes(paths.config, config.dumps_toml().encode("utf-8"))
     # A resumed run continues the log at the checkpoint's step: rows a killed process wrote
-    # after its last checkpoint are dropped, so every step appears once.
+    # after its last checkpoint are dropped, so every step appears once. The start and resume
+    # events up to there stay: each process counts ``seconds`` from its own start, so the wall
+    # time of a run resumed several times is the sum of its segments, one per event.
     kept: list[str] = []
     if start > 0 and paths.metrics.is_file():
         for line in paths.metrics.read_text(encoding="utf-8").splitlines():
             with contextlib.suppress(ValueError):
                 row = json.loads(line)
-                if int(row.get("step", 0)) <= start and "event" not in row:
+                event = row.get("event")
+                if int(row.get("step", 0)) <= start and event in (None, "start", "resume"):
                     kept.append(line)
     event: dict[str, Any] = {"event": "resume" if start else "start", "step": start}
     if origin:
