@@ -36,3 +36,18 @@ def reference(shared: Path) -> Path:
     if not (ref / "nlcl-realrain-G_B.pth").is_file():
         pytest.skip(f"authors' reference checkpoint not found in {ref}")
     return ref
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny authors-layout G_B (``_clikit.HPARAMS``): milliseconds a picture on the CPU."""
+    from _clikit import HPARAMS
+
+    from derain_cli.nets.registry import build_generator
+    from derain_cli.weights import save_weights
+
+    torch.manual_seed(0)
+    module = build_generator("nlcl-resnet", HPARAMS)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(path, module, arch="nlcl-resnet", hparams=HPARAMS)
+    return path

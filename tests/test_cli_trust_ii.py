@@ -14,36 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from _clikit import error_lines, invoke
 from images import smooth_photo as photo  # tests/images.py
 from typer.testing import CliRunner, Result
 from videos import make_video  # tests/videos.py
 
 from derain_cli.cli.app import app
-from derain_cli.nets.registry import build_generator
-
-HPARAMS = {"in_channels": 3, "channels": 8, "blocks": 2}
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from derain_cli.weights import save_weights
-
-    torch.manual_seed(0)
-    module = build_generator("nlcl-resnet", HPARAMS)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_weights(path, module, arch="nlcl-resnet", hparams=HPARAMS)
-    return path
-
-
-def invoke(*args: str, weights: Path | None = None) -> Result:
-    argv = ["run", *args] + (["--weights", str(weights)] if weights is not None else [])
-    return CliRunner().invoke(app, argv)
-
-
-def error_lines(result: Result) -> list[str]:
-    return [line for line in result.stderr.splitlines() if "derain: error:" in line]
-
 
 # ------------------------------------------------------------- stopped runs leave no partial file
 

@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "derain.train_commands": json.dumps([args.command]),
             "derain.machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, no GPU",
             "derain.wall_time_s": f"{wall:.0f}",
+            "derain.eval_label": label,  # this model's row in derain.eval
             "derain.eval": json.dumps(
                 {
                     **{n: summary_rows(b) for n, b in benches.items()},

@@ -86,8 +86,8 @@ def prepare_folder(
         for line in paths.metrics.read_text(encoding="utf-8").splitlines():
             with contextlib.suppress(ValueError):
                 row = json.loads(line)
-                event = row.get("event")
-                if int(row.get("step", 0)) <= start and event in (None, "start", "resume"):
+                kind = row.get("event")
+                if int(row.get("step", 0)) <= start and kind in (None, "start", "resume"):
                     kept.append(line)
     event: dict[str, Any] = {"event": "resume" if start else "start", "step": start}
     if origin:
