@@ -222,7 +222,7 @@ def test_registered_weights_find_their_rain_entry(
 ) -> None:
     """`--weights default` pairs with the bundled G_R (`<name>-rain`); it used to find none."""
     monkeypatch.delenv("DERAIN_REGISTRY", raising=False)
-    assert rain_weights_beside("default") == "nlcl-cpu-v1-rain"
+    assert rain_weights_beside("default") == "nlcl-cpu-v2-rain"
     assert rain_weights_beside("nlcl-cpu-v1") == "nlcl-cpu-v1-rain"
     assert rain_weights_beside("nlcl-cpu-v1-rain") is None
     assert rain_weights_beside("no-such-weights") is None
