@@ -111,9 +111,7 @@ def test_webm_gets_vp9_and_codec_option_is_used(tmp_path: Path) -> None:
     assert probe(tmp_path / "out.mp4").codec == "mpeg4"
 
 
-def test_default_model_on_a_clip_and_the_filter_steadies_it(
-    tmp_path: Path, shared: Path
-) -> None:
+def test_default_model_on_a_clip_and_the_filter_steadies_it(tmp_path: Path, shared: Path) -> None:
     """The shipped model on a rainy clip of a clean photo: the temporal filter brings the output
     closer to the clean frames and flickers less than frame-by-frame deraining on static pixels.
 
