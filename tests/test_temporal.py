@@ -102,11 +102,22 @@ def test_settings_out_of_range_are_refused(bad: dict[str, float]) -> None:
 
 def test_temporal_error_of_the_clean_clip_is_zero_and_rain_is_not() -> None:
     photo = textured(200, 300)
-    for motion, shift in (("object", (0, 0)), ("pan", (0, -2))):
+    for motion, shift in (("still", (0, 0)), ("object", (0, 0)), ("pan", (0, -2)), ("cut", (0, 0))):
         clip = rainy_clip(photo, np.random.default_rng(0), frames=5, size=(96, 128), motion=motion)
         assert clip.shift == shift
         assert temporal_error(clip.clean, clip.clean, clip.shift) < 1e-5  # object edges
         assert temporal_error(clip.rainy, clip.clean, clip.shift) > 0.005
+
+
+def test_still_and_cut_clips() -> None:
+    photo = textured(200, 300)
+    still = rainy_clip(photo, np.random.default_rng(0), frames=4, size=(96, 128), motion="still")
+    assert still.cuts == () and all(np.array_equal(c, still.clean[0]) for c in still.clean)
+    assert not np.array_equal(still.rainy[0], still.rainy[1])  # new rain every frame
+    cut = rainy_clip(photo, np.random.default_rng(0), frames=6, size=(96, 128), motion="cut")
+    assert cut.cuts == (3,)
+    assert np.array_equal(cut.clean[0], cut.clean[2]) and np.array_equal(cut.clean[3], cut.clean[5])
+    assert np.abs(cut.clean[3] - cut.clean[2]).mean() > 0.05
 
 
 def test_warping_error_follows_a_pan_and_sees_flicker() -> None:
