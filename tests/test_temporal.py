@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from derain_cli.errors import UsageError
 from derain_cli.synth.clip import rainy_clip
 from derain_cli.video.flicker import reference_flows, temporal_error, warping_error
-from derain_cli.video.temporal import TemporalFilter, TemporalSettings
+from derain_cli.video.temporal import RecursiveSettings, TemporalFilter
 
 
 def textured(height: int = 96, width: int = 160, seed: int = 0) -> np.ndarray:
@@ -31,7 +32,7 @@ def flickering(clean: list[np.ndarray], amount: float, seed: int = 1) -> list[np
     return out
 
 
-def run(frames: list[np.ndarray], settings: TemporalSettings | None = None) -> list[np.ndarray]:
+def run(frames: list[np.ndarray], settings: RecursiveSettings | None = None) -> list[np.ndarray]:
     smoother = TemporalFilter(settings)
     return [smoother(frame) for frame in frames]
 
@@ -86,7 +87,7 @@ def test_zero_strength_is_the_identity_and_reset_forgets() -> None:
     frames = flickering([textured()] * 3, 0.02)
     assert all(
         np.array_equal(a, b)
-        for a, b in zip(run(frames, TemporalSettings(0.0)), frames, strict=True)
+        for a, b in zip(run(frames, RecursiveSettings(0.0)), frames, strict=True)
     )
     smoother = TemporalFilter()
     smoother(frames[0])
@@ -96,8 +97,8 @@ def test_zero_strength_is_the_identity_and_reset_forgets() -> None:
 
 @pytest.mark.parametrize("bad", [{"strength": 1.0}, {"strength": -0.1}, {"tolerance": 0.0}])
 def test_settings_out_of_range_are_refused(bad: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="temporal"):
-        TemporalSettings(**bad)
+    with pytest.raises(UsageError, match="recursive filter"):
+        RecursiveSettings(**bad)
 
 
 def test_temporal_error_of_the_clean_clip_is_zero_and_rain_is_not() -> None:

@@ -38,6 +38,8 @@ FLAGS: dict[str, str] = {
     "train.batch_size": "--batch-size",
     "train.crop": "--crop",
     "train.time_limit_s": "--time-limit",
+    "temporal.window": "--temporal-window",
+    "temporal.strength": "--temporal-strength",
 }
 
 

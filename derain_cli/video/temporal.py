@@ -1,9 +1,12 @@
-"""Temporal consistency for video: a motion-compensated recursive filter on the derained frames.
+"""A motion-compensated recursive filter: each frame blended with the previous output, warped.
 
 Deraining each frame on its own flickers: the model's rain estimate, and the rain it leaves
-behind, change from frame to frame even where the scene stands still. :class:`TemporalFilter`
-carries the previous *filtered* frame forward, warped onto the current one with OpenCV's DIS
-optical flow (so a panning camera is followed), and blends it in where the two agree::
+behind, change from frame to frame even where the scene stands still. Video first goes through
+the fusion over a window of frames (:mod:`derain_cli.video.fusion`), which removes most of it;
+this filter then steadies what is left (:mod:`derain_cli.video.consistency` runs the two).
+:class:`TemporalFilter` carries the previous *filtered* frame forward, warped onto the current one
+with OpenCV's DIS optical flow (so a panning camera is followed), and blends it in where the two
+agree::
 
     warped_t = warp(F_{t-1}, flow(B_t -> F_{t-1}))
     d_t      = box_k( mean_c |B_t - warped_t| )            local disagreement
@@ -26,13 +29,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-#: Defaults of :class:`TemporalFilter` (and of ``derain --temporal``).
+from derain_cli.errors import UsageError
+
+#: Defaults of :class:`RecursiveSettings` (the filter on its own, as it ran before the fusion).
 DEFAULT_STRENGTH = 0.7
 DEFAULT_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
-class TemporalSettings:
+class RecursiveSettings:
     """``strength`` s in [0, 1) (0: off), ``tolerance`` tau in (0, 1], ``window`` k, flow size."""
 
     strength: float = DEFAULT_STRENGTH
@@ -42,18 +47,18 @@ class TemporalSettings:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
-            raise ValueError(f"temporal strength must be in [0, 1), got {self.strength}")
+            raise UsageError(f"recursive filter strength {self.strength}: must be in [0, 1)")
         if not 0.0 < self.tolerance <= 1.0:
-            raise ValueError(f"temporal tolerance must be in (0, 1], got {self.tolerance}")
+            raise UsageError(f"recursive filter tolerance {self.tolerance}: must be in (0, 1]")
         if self.window < 1 or self.flow_side < 16:
-            raise ValueError("temporal window must be >= 1 and flow_side >= 16")
+            raise UsageError("recursive filter window must be >= 1 and flow_side >= 16")
 
 
 class TemporalFilter:
     """Call once per frame, in order: ``filtered = f(derained)``; :meth:`reset` between videos."""
 
-    def __init__(self, settings: TemporalSettings | None = None) -> None:
-        self.settings = settings or TemporalSettings()
+    def __init__(self, settings: RecursiveSettings | None = None) -> None:
+        self.settings = settings or RecursiveSettings()
         self._previous: np.ndarray | None = None
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
         self._flow = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
