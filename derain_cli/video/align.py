@@ -60,6 +60,7 @@ CAMERA_GRID = 8
 CAMERA_INLIER = 1.0
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_THIRDS = np.full((1, 3), 1.0 / 3.0, dtype=np.float32)
 
 
 @dataclass
@@ -69,13 +70,15 @@ class FrameAnalysis:
     grey: np.ndarray  # uint8 (h, w)
     coarse: np.ndarray  # float32 (h, w, 3)
     detail: np.ndarray  # float32 (h, w)
+    probe: np.ndarray  # float32 (h, w, 4): coarse and detail together, warped in one pass
 
 
 @dataclass
 class Candidate:
     """One way of aligning a neighbour: where each pixel of frame t is found in it."""
 
-    positions: np.ndarray  # float32 (h, w, 2): x, y in the neighbour
+    x: np.ndarray  # float32 (h, w): column in the neighbour
+    y: np.ndarray  # float32 (h, w): row in the neighbour
     trusted: np.ndarray  # bool (h, w), before the fine check
     detail: np.ndarray  # float32 (h, w): the neighbour's detail, aligned
 
@@ -98,13 +101,12 @@ def analyse(rgb: np.ndarray, size: tuple[int, int]) -> FrameAnalysis:
     """The analysis of a float32 ``(H, W, 3)`` frame in [0, 1], at ``size`` (W, H)."""
     small = rgb if rgb.shape[1::-1] == size else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     small = np.ascontiguousarray(small, dtype=np.float32)
-    luma = small @ _LUMA
+    luma = cv2.transform(small, _LUMA[None])
     grey = np.clip(luma * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return FrameAnalysis(
-        grey=_erode(grey, FLOW_EROSION),
-        coarse=_erode(small, COARSE_EROSION),
-        detail=luma - cv2.GaussianBlur(luma, (0, 0), DETAIL_SIGMA),
-    )
+    coarse = _erode(small, COARSE_EROSION)
+    detail = luma - cv2.GaussianBlur(luma, (0, 0), DETAIL_SIGMA)
+    probe = np.ascontiguousarray(np.concatenate([coarse, detail[..., None]], axis=2))
+    return FrameAnalysis(_erode(grey, FLOW_EROSION), coarse, detail, probe)
 
 
 def camera_motion(flow: np.ndarray) -> np.ndarray | None:
@@ -133,26 +135,39 @@ def candidates(
     """(camera, local) candidates for ``other`` onto ``anchor``, from the flows anchor -> other
     (``flow``) and other -> anchor (``back``); ``grid`` is the analysis size's pixel grid."""
     xs, ys = grid
-    local = np.stack([xs + flow[..., 0], ys + flow[..., 1]], axis=2)
-    returned = _remap(back, local)
-    round_trip = np.hypot(flow[..., 0] + returned[..., 0], flow[..., 1] + returned[..., 1])
-    trusted = _inside(local) & (round_trip < ROUND_TRIP) & ~_motion_boundaries(flow)
-    trusted &= _coarse_agreement(anchor, other, local, tolerance)
-    local_candidate = Candidate(local, trusted, _remap(other.detail, local))
+    flow_x, flow_y = flow[..., 0], flow[..., 1]
+    local_x, local_y = xs + flow_x, ys + flow_y
+    returned = _remap(back, local_x, local_y)
+    loop_x, loop_y = flow_x + returned[..., 0], flow_y + returned[..., 1]
+    trusted = _inside(local_x, local_y) & (loop_x * loop_x + loop_y * loop_y < ROUND_TRIP**2)
+    trusted &= ~_motion_boundaries(flow)
+    local = _checked(anchor, other, local_x, local_y, trusted, tolerance)
 
     matrix = camera_motion(flow)
     if matrix is None:
-        return None, local_candidate
-    camera = np.stack(
-        [
-            matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2],
-            matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2],
-        ],
-        axis=2,
-    )
-    follows = np.hypot(*np.moveaxis(local - camera, 2, 0)) < CAMERA_FOLLOW
-    trusted = _inside(camera) & follows & _coarse_agreement(anchor, other, camera, tolerance)
-    return Candidate(camera, trusted, _remap(other.detail, camera)), local_candidate
+        return None, local
+    camera_x = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
+    camera_y = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+    off_x, off_y = local_x - camera_x, local_y - camera_y
+    follows = off_x * off_x + off_y * off_y < CAMERA_FOLLOW**2
+    trusted = _inside(camera_x, camera_y) & follows
+    return _checked(anchor, other, camera_x, camera_y, trusted, tolerance), local
+
+
+def _checked(
+    anchor: FrameAnalysis,
+    other: FrameAnalysis,
+    x: np.ndarray,
+    y: np.ndarray,
+    trusted: np.ndarray,
+    tolerance: float,
+) -> Candidate:
+    """The candidate at ``x, y``, trusted where also the coarse check passes."""
+    warped = _remap(other.probe, x, y)
+    coarse = np.ascontiguousarray(warped[..., :3])
+    difference = cv2.transform(cv2.absdiff(anchor.coarse, coarse), _THIRDS)
+    agree = cv2.blur(difference, (COARSE_BOX, COARSE_BOX)) < tolerance
+    return Candidate(x, y, trusted & agree, np.ascontiguousarray(warped[..., 3]))
 
 
 def choose(
@@ -163,20 +178,22 @@ def choose(
 ) -> list[Alignment]:
     """One :class:`Alignment` per neighbour: camera where it passes the fine check (against frame
     t, or against another neighbour's trusted camera alignment), else local where it passes."""
+    xs, ys = grid
     chosen = []
     for index, (camera, local) in enumerate(zip(cameras, locals_, strict=True)):
         use_local = local.trusted & _details_agree(local.detail, anchor.detail)
-        positions, valid = local.positions, use_local
+        x, y, valid = local.x, local.y, use_local
         if camera is not None:
             fine = _details_agree(camera.detail, anchor.detail)
             for other_index, other in enumerate(cameras):
                 if other is not None and other_index != index:
                     fine |= other.trusted & _details_agree(camera.detail, other.detail)
             use_camera = camera.trusted & fine
-            positions = np.where(use_camera[..., None], camera.positions, local.positions)
+            x = np.where(use_camera, camera.x, local.x)
+            y = np.where(use_camera, camera.y, local.y)
             valid = use_camera | use_local
-        displacement = positions - np.stack(grid, axis=2)
-        chosen.append(Alignment(displacement.astype(np.float32), valid))
+        displacement = np.stack([x - xs, y - ys], axis=2).astype(np.float32)
+        chosen.append(Alignment(displacement, valid))
     return chosen
 
 
@@ -185,34 +202,22 @@ def _details_agree(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.blur(differing, (DETAIL_WINDOW, DETAIL_WINDOW)) < DETAIL_FRACTION
 
 
-def _coarse_agreement(
-    anchor: FrameAnalysis, other: FrameAnalysis, positions: np.ndarray, tolerance: float
-) -> np.ndarray:
-    difference = np.abs(anchor.coarse - _remap(other.coarse, positions)).mean(axis=2)
-    return cv2.blur(difference, (COARSE_BOX, COARSE_BOX)) < tolerance
-
-
 def _motion_boundaries(flow: np.ndarray) -> np.ndarray:
     gx = cv2.Sobel(flow, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(flow, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    steep = (np.sqrt((gx * gx + gy * gy).sum(axis=2)) > BOUNDARY_GRADIENT).astype(np.uint8)
+    energy = (gx * gx + gy * gy).astype(np.float32)  # (h, w, 2): per flow component
+    squared = cv2.transform(energy, np.ones((1, 2), np.float32))
+    steep = (squared > BOUNDARY_GRADIENT**2).astype(np.uint8)
     return _dilate(steep, BOUNDARY_MARGIN).astype(bool)
 
 
-def _inside(positions: np.ndarray) -> np.ndarray:
-    height, width = positions.shape[:2]
-    x, y = positions[..., 0], positions[..., 1]
+def _inside(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    height, width = x.shape
     return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
 
 
-def _remap(image: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    return cv2.remap(
-        image,
-        np.ascontiguousarray(positions[..., 0]),
-        np.ascontiguousarray(positions[..., 1]),
-        interpolation=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
+def _remap(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return cv2.remap(image, x, y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _erode(image: np.ndarray, radius: int) -> np.ndarray:

@@ -44,8 +44,6 @@ DEFAULT_TOLERANCE = 0.1
 ANCHOR_WEIGHT = 2
 #: The statistic's upper quantile: the mean over quantiles 0 to this.
 UPPER_QUANTILE = 0.5
-#: Rows of a frame combined at a time (bounds the statistic's temporaries on large frames).
-ROWS_PER_STEP = 128
 
 
 @dataclass(frozen=True)
@@ -175,7 +173,7 @@ class TemporalFusion:
                 valid.append(inside)
         if len(samples) == ANCHOR_WEIGHT:
             return anchor.rgb
-        fused = _combine(samples, valid)
+        fused = lower_mean(samples, valid, UPPER_QUANTILE)
         strength = self.settings.strength
         if strength < 1.0:
             fused = anchor.rgb + strength * (fused - anchor.rgb)
@@ -218,15 +216,3 @@ class TemporalFusion:
         )
         inside = (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
         return warped, inside & valid
-
-
-def _combine(samples: list[np.ndarray], valid: list[np.ndarray]) -> np.ndarray:
-    """:func:`lower_mean` of the samples, a band of rows at a time."""
-    height = samples[0].shape[0]
-    out = np.empty_like(samples[0])
-    for top in range(0, height, ROWS_PER_STEP):
-        rows = slice(top, top + ROWS_PER_STEP)
-        out[rows] = lower_mean(
-            np.stack([s[rows] for s in samples]), np.stack([v[rows] for v in valid]), UPPER_QUANTILE
-        )
-    return out

@@ -13,8 +13,10 @@ samples channel by channel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
+import cv2
 import numpy as np
 
 #: BT.601 luma weights, the ranking key.
@@ -52,19 +54,34 @@ def _ramp_area(a: float, b: float, upper: float, rising: bool) -> float:
     return (hi - lo) * (height(lo) + height(hi)) / 2.0
 
 
-def lower_mean(samples: np.ndarray, valid: np.ndarray, upper: float = 0.5) -> np.ndarray:
-    """``(n, H, W, 3)`` float32 samples and ``(n, H, W)`` bool validity -> ``(H, W, 3)``.
+def lower_mean(
+    samples: Sequence[np.ndarray], valid: Sequence[np.ndarray], upper: float = 0.5
+) -> np.ndarray:
+    """``n`` float32 ``(H, W, 3)`` samples and ``n`` bool ``(H, W)`` masks -> ``(H, W, 3)``.
 
-    Every pixel needs at least one valid sample (the frame itself, in the fusion).
+    Every pixel needs at least one valid sample (the frame itself, in the fusion). Ranks come
+    from pairwise comparisons (``n`` is small), so no sort or gather of whole pictures is needed;
+    equal samples rank in the order given.
     """
     if not 0.0 < upper <= 1.0:
         raise ValueError(f"upper quantile must be in (0, 1], got {upper}")
-    count = samples.shape[0]
-    key = np.where(valid, samples @ LUMA, np.inf)
-    order = np.argsort(key, axis=0)
-    ranked = np.take_along_axis(samples, order[..., None], axis=0)
-    table = np.zeros((count + 1, count), np.float32)
+    count = len(samples)
+    pairs = zip(samples, valid, strict=True)
+    keys = [np.where(mask, cv2.transform(sample, LUMA[None]), np.inf) for sample, mask in pairs]
+    table = np.zeros((count + 1, count + 1), np.float32)  # [valid count, rank]; 0 past the valid
     for m in range(1, count + 1):
         table[m, :m] = rank_weights(m, upper)
-    weights = np.moveaxis(table[valid.sum(axis=0)], -1, 0)  # (n, H, W): per rank, per pixel
-    return np.einsum("nhw,nhwc->hwc", weights, ranked).astype(np.float32)
+    # Row of each pixel's weights in the flattened table: its valid count times (n + 1).
+    row = np.zeros(keys[0].shape, np.int32)
+    for mask in valid:
+        row += mask
+    row *= count + 1
+    flat = table.ravel()
+    out = np.zeros(samples[0].shape, np.float32)
+    for i, sample in enumerate(samples):
+        index = row.copy()
+        for j in range(count):
+            if j != i:  # j ranks before i: darker, or as dark and given earlier
+                index += keys[j] <= keys[i] if j < i else keys[j] < keys[i]
+        out += np.take(flat, index)[..., None] * sample
+    return out
