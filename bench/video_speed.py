@@ -14,6 +14,11 @@ Each case runs ``--repeats`` times, the cases interleaved, so that a busy machin
 alike; the median is printed with its ratio to frame by frame from the same run. ``--batch``
 sets the frames per network pass (default: what the device allows, one on a CPU).
 
+On a machine that is busy with other work, whole runs minutes apart are too noisy to compare, so
+the parts are timed too, interleaved frame by frame in one process: the model on frame t, then
+each temporal stage on its output. The ratio ``model / (model + stage)`` is what the stage
+leaves of the frame-by-frame rate when decoding and encoding overlap (they run in threads).
+
     python bench/video_speed.py                                  # 640x480 and 1280x720, CPU
     python bench/video_speed.py --sizes 480x640 --frames 48 --device cuda --json video.json
 """
@@ -37,7 +42,7 @@ import torch
 from derain_cli.imaging import read_image
 from derain_cli.inference.engine import Derainer
 from derain_cli.synth.clip import rainy_clip
-from derain_cli.video.consistency import TemporalSettings
+from derain_cli.video.consistency import TemporalSettings, TemporalStage
 from derain_cli.video.pipeline import VideoOptions, derain_video
 from derain_cli.weights import load_weights
 
@@ -98,6 +103,7 @@ def main() -> None:
             }
             for k in (int(v) for v in args.windows.split(",")):
                 cases[f"fusion k={k}"] = (derainer, TemporalSettings(window=k))
+            parts(derainer, clip.rainy, cases, f"{width}x{height}")
             times: dict[str, list[float]] = {name: [] for name in cases}
             frames = 0
             for _ in range(args.repeats):
@@ -117,6 +123,34 @@ def main() -> None:
                              "seconds": seconds, "fps": fps, "ratio": fps / base})  # fmt: skip
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def parts(
+    derainer: Derainer,
+    frames: list[np.ndarray],
+    cases: dict[str, tuple[Callable[[np.ndarray], np.ndarray], TemporalSettings | None]],
+    label: str,
+) -> None:
+    """Model and temporal stages timed on the same frames, interleaved (see the docstring)."""
+    stages = {name: TemporalStage(t) for name, (_, t) in cases.items() if t is not None}
+    seconds = dict.fromkeys(["model", *stages], 0.0)
+    for frame in frames:
+        start = time.perf_counter()
+        clean = derainer(frame)
+        seconds["model"] += time.perf_counter() - start
+        for name, stage in stages.items():
+            start = time.perf_counter()
+            stage.push(clean)
+            seconds[name] += time.perf_counter() - start
+    for name, stage in stages.items():
+        start = time.perf_counter()
+        stage.flush()
+        seconds[name] += time.perf_counter() - start
+    model = seconds.pop("model")
+    print(f"{label} parts: model {1000 * model / len(frames):.0f} ms/frame")
+    for name, spent in seconds.items():
+        print(f"{label} parts: {name:15} {1000 * spent / len(frames):5.0f} ms/frame, "
+              f"{model / (model + spent):.2f} x frame by frame")  # fmt: skip
 
 
 if __name__ == "__main__":

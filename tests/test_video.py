@@ -116,7 +116,7 @@ def test_default_model_removes_rain_and_the_filter_steadies_it(
     tmp_path: Path, shared: Path
 ) -> None:
     """The shipped model on a rainy clip of a clean photo: closer to the clean frames, and the
-    temporal filter flickers less than frame-by-frame deraining on static pixels."""
+    temporal stage (fusion) flickers less than frame-by-frame deraining on static pixels."""
     from videos import write_video
 
     from derain_cli.imaging import read_image
@@ -341,6 +341,23 @@ def test_cli_temporal_is_on_by_default_and_no_temporal_turns_it_off(tmp_path: Pa
     assert not all(
         np.array_equal(a, b) for a, b in zip(read["default"], read["independent"], strict=True)
     )
+
+
+def test_cli_temporal_window_and_strength_reach_the_library(tmp_path: Path) -> None:
+    from derain_cli.inference.engine import Derainer
+    from derain_cli.weights import load_weights
+
+    src = make_video(tmp_path / "clip.mp4", frames=5, audio=False)
+    flags = ["--temporal-window", "1", "--temporal-strength", "0.5"]
+    result = invoke(str(src), "-o", str(tmp_path / "cli.mp4"), *flags)
+    assert result.exit_code == 0, result.output
+    options = VideoOptions(Encoder(), TemporalSettings(window=1, strength=0.5))
+    derainer = Derainer(load_weights(None), device="cpu")
+    derain_video(src, tmp_path / "lib.mp4", derainer, options)
+    cli, lib = decoded_frames(tmp_path / "cli.mp4"), decoded_frames(tmp_path / "lib.mp4")
+    assert all(np.array_equal(a, b) for a, b in zip(cli, lib, strict=True))
+    refused = invoke(str(src), "-o", str(tmp_path / "no.mp4"), "--temporal-window", "9")
+    assert refused.exit_code == 2 and "--temporal-window" in refused.stderr
 
 
 def test_cli_shows_frames_with_fps_on_a_terminal(
