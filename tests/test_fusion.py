@@ -192,3 +192,12 @@ def test_cuts_are_found_and_pans_and_rain_are_not() -> None:
     assert [detector(frame) for frame in pan] == [False] * 6
     assert detector(left_over_rain(other_shot(), rng))
     assert detector(np.zeros((48, 64, 3), np.float32))  # a new size is a new shot
+
+
+def test_frames_too_small_or_thin_for_optical_flow_pass_as_they_are() -> None:
+    rng = np.random.default_rng(10)
+    for shape in ((7, 9, 3), (16, 2000, 3)):
+        frames = [rng.random(shape).astype(np.float32) for _ in range(4)]
+        stage = TemporalStage()
+        out = [o for frame in frames for o in stage.push(frame)] + stage.flush()
+        assert all(np.array_equal(a, b) for a, b in zip(out, frames, strict=True))

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+#: Smallest side (px) of an analysis copy that optical flow is computed on.
+MIN_SIDE = 16
 #: Erosion radius before the flow (px of the analysis size): thin bright streaks vanish.
 FLOW_EROSION = 1
 #: Erosion radius of the coarse check's pictures, and its box side.
@@ -91,10 +93,13 @@ class Alignment:
     valid: np.ndarray  # bool (h, w)
 
 
-def analysis_size(height: int, width: int, flow_side: int) -> tuple[int, int]:
-    """(w, h) of the analysis copies: the frame scaled to at most ``flow_side`` on its long side."""
+def analysis_size(height: int, width: int, flow_side: int) -> tuple[int, int] | None:
+    """(w, h) of the analysis copies: the frame scaled to at most ``flow_side`` on its long side;
+    None when a side would be under :data:`MIN_SIDE` (DIS flow needs more: tiny or very
+    elongated frames are not aligned)."""
     scale = min(1.0, flow_side / max(height, width))
-    return max(8, round(width * scale)), max(8, round(height * scale))
+    size = round(width * scale), round(height * scale)
+    return size if min(size) >= MIN_SIDE else None
 
 
 def analyse(rgb: np.ndarray, size: tuple[int, int]) -> FrameAnalysis:

@@ -75,7 +75,7 @@ class FusionSettings:
 @dataclass
 class _Held:
     rgb: np.ndarray  # the derained frame, float32 (H, W, 3)
-    analysis: FrameAnalysis
+    analysis: FrameAnalysis | None  # None: too small to align (kept as it is)
     shot: int
 
 
@@ -113,7 +113,8 @@ class TemporalFusion:
         height, width = derained.shape[:2]
         size = analysis_size(height, width, self.settings.flow_side)
         rgb = np.ascontiguousarray(derained, dtype=np.float32)
-        self._held[index] = _Held(rgb, analyse(rgb, size), self._shot)
+        analysis = analyse(rgb, size) if size is not None else None
+        self._held[index] = _Held(rgb, analysis, self._shot)
         self._pushed += 1
         return ready + self._emit_until(self._pushed - self.settings.window)
 
@@ -143,21 +144,23 @@ class TemporalFusion:
     def _fuse(self, t: int) -> np.ndarray:
         anchor = self._held[t]
         k = self.settings.window
-        neighbours = [
-            s
-            for s in range(t - k, t + k + 1)
-            if s != t and s in self._held and self._held[s].shot == anchor.shot
-        ]
+        if anchor.analysis is None:
+            return anchor.rgb
+        neighbours: dict[int, FrameAnalysis] = {}
+        for s in range(t - k, t + k + 1):
+            held = self._held.get(s)
+            if s != t and held is not None and held.shot == anchor.shot and held.analysis:
+                neighbours[s] = held.analysis
         if not neighbours:
             return anchor.rgb
         grid = self._grid(anchor.analysis.grey.shape)
         cameras, locals_ = [], []
-        for s in neighbours:
+        for s, other in neighbours.items():
             camera, local = candidates(
                 anchor.analysis,
-                self._held[s].analysis,
-                self._flow_between(t, s),
-                self._flow_between(s, t),
+                other,
+                self._flow_between(t, anchor.analysis, s, other),
+                self._flow_between(s, other, t, anchor.analysis),
                 grid,
                 self.settings.tolerance,
             )
@@ -179,11 +182,13 @@ class TemporalFusion:
             fused = anchor.rgb + strength * (fused - anchor.rgb)
         return fused
 
-    def _flow_between(self, a: int, b: int) -> np.ndarray:
-        """DIS flow from frame ``a`` to frame ``b`` at the analysis size (cached)."""
+    def _flow_between(
+        self, a: int, first: FrameAnalysis, b: int, second: FrameAnalysis
+    ) -> np.ndarray:
+        """DIS flow from frame ``a`` to frame ``b`` at the analysis size (cached by index)."""
         flow = self._flows.get((a, b))
         if flow is None:
-            flow = self._flow.calc(self._held[a].analysis.grey, self._held[b].analysis.grey, None)
+            flow = self._flow.calc(first.grey, second.grey, None)
             self._flows[(a, b)] = flow
         return flow
 

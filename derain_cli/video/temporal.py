@@ -31,6 +31,8 @@ import numpy as np
 
 from derain_cli.errors import UsageError
 
+#: Smallest side (px) of the grey copies DIS optical flow can follow; smaller frames pass as is.
+MIN_FLOW_SIDE = 16
 #: Defaults of :class:`RecursiveSettings` (the filter on its own, as it ran before the fusion).
 DEFAULT_STRENGTH = 0.7
 DEFAULT_TOLERANCE = 0.05
@@ -71,7 +73,12 @@ class TemporalFilter:
     def __call__(self, derained: np.ndarray) -> np.ndarray:
         """Float32 ``(H, W, 3)`` in [0, 1] in, the same out (a new array)."""
         previous = self._previous
-        if self.settings.strength == 0.0 or previous is None or previous.shape != derained.shape:
+        if (
+            self.settings.strength == 0.0
+            or previous is None
+            or previous.shape != derained.shape
+            or min(self._flow_size(derained)) < MIN_FLOW_SIDE  # DIS cannot follow it
+        ):
             self._previous = derained.astype(np.float32, copy=True)
             return self._previous.copy()
         warped, inside = self._warp(previous, derained)
@@ -84,11 +91,17 @@ class TemporalFilter:
         self._previous = filtered
         return filtered.copy()
 
+    def _flow_size(self, frame: np.ndarray) -> tuple[int, int]:
+        """(W, H) of the grey copies the flow runs on."""
+        height, width = frame.shape[:2]
+        scale = min(1.0, self.settings.flow_side / max(height, width))
+        return round(width * scale), round(height * scale)
+
     def _warp(self, previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``previous`` resampled onto ``current``'s pixels, and where that sample is inside."""
         height, width = current.shape[:2]
         scale = min(1.0, self.settings.flow_side / max(height, width))
-        small = (max(8, round(width * scale)), max(8, round(height * scale)))
+        small = self._flow_size(current)
         grey_now = grey_u8(current, small)
         grey_then = grey_u8(previous, small)
         flow = self._flow.calc(grey_now, grey_then, None)
