@@ -1,7 +1,7 @@
 """Align a neighbouring frame onto the current one, and say where that alignment can be trusted.
 
-Everything here runs on small copies of the derained frames (long side at most ``flow_side``).
-Each frame is analysed once (:func:`analyse`):
+Everything here runs on small copies of the derained frames (long side at most ``flow_side``;
+sizes in pixels below are pixels of these copies). Each frame is analysed once (:func:`analyse`):
 
 - ``grey``: uint8 luma, eroded 3x3, so thin bright streaks the model left barely move the flow;
 - ``coarse``: RGB eroded 5x5 (rain gone, shapes kept), for the coarse agreement check;
