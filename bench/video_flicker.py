@@ -1,26 +1,32 @@
-"""Flicker and quality of video deraining, frame by frame against the temporal filter.
+"""Flicker and quality of video deraining: frame by frame, the recursive filter, temporal fusion.
 
 Builds synthetic rainy clips (``derain_cli.synth.clip``) from the photos of a clean folder
-(default ``../shared/data/clean``; never the benchmark), two per photo: a static scene with a
-moving object, and a camera pan. Each frame is derained once by the weights given; the temporal
-filter then runs over those frames with each setting in ``--settings``. Printed per setting, over
-all clips: the temporal error on static pixels (``derain_cli.video.flicker.temporal_error``,
-lower = steadier; the clean clip scores 0), the mean per-frame Y-PSNR / SSIM against the clean
-frames, and the mean absolute error on the pixels that moved (where ghosts would show). The
-rainy input and frame-by-frame deraining are the first two rows.
+(default ``../shared/data/clean``; never the benchmark), four per photo: a still scene, a camera
+pan, a still scene with an object sliding across it, and a cut between two still shots. Every
+frame gets new rain. Each frame is derained once by the weights given; each temporal method then
+runs over those frames. Printed per kind of motion and per method:
+
+- ``Y-PSNR`` / ``SSIM``: per frame against the clean frame, averaged;
+- ``flicker``: temporal error on static pixels (``derain_cli.video.flicker.temporal_error``:
+  mean |F_t - F_{t-1}| moved by the camera, where the clean clip is static; the clean clip
+  scores 0);
+- ``static err`` / ``moving err``: mean |F_t - C_t| on the pixels where the clean clip is static
+  / changed (the moving object, the first frame after a cut): ghosts show in the second;
+- ``warp err``: the warping error (``derain_cli.video.flicker.warping_error``) with flows from
+  the clean frames;
+- ``ms/frame``: the method's own time per frame (the model's is printed once, below).
 
     python bench/video_flicker.py                                # default weights, 12 photos
-    python bench/video_flicker.py --photos 4 --frames 12 --json flicker.json
-    python bench/video_flicker.py --settings 0.6:0.03,0.8:0.03   # strength:tolerance pairs
+    python bench/video_flicker.py --photos 6 --offset 6 --frames 12 --json flicker.json
+    python bench/video_flicker.py --windows 1,2,3                # fusion windows to compare
     python bench/video_flicker.py --real clip.mp4 --frames 60    # a real clip, no ground truth
     python bench/video_flicker.py --real clean.mp4 --add-rain streak   # real motion, known truth
 
-With ``--real`` the flicker measure is the warping error
-(``derain_cli.video.flicker.warping_error``) with flows computed once, for every row alike, on
-the frame-by-frame output; quality is the Y-PSNR against the input itself (on a clip without
-rain: how much deraining changes it). With ``--add-rain STYLE`` the clip is taken as clean: rain
-of one recipe is rendered over each frame, flows come from the clean frames and Y-PSNR is
-against them: real camera and object motion with a ground truth.
+With ``--real`` the flicker measure is the warping error with flows computed once, for every row
+alike, on the frame-by-frame output; quality is the Y-PSNR against the input itself (on a clip
+without rain: how much deraining changes it). With ``--add-rain STYLE`` the clip is taken as
+clean: rain of one recipe is rendered over each frame, flows come from the clean frames and
+Y-PSNR is against them: real camera and object motion with a ground truth.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,37 +46,75 @@ from derain_cli.imaging import read_image
 from derain_cli.inference.engine import Derainer
 from derain_cli.metrics import psnr, ssim
 from derain_cli.synth import photo_scale, render_rain, sample_recipe
-from derain_cli.synth.clip import Clip, rainy_clip
+from derain_cli.synth.clip import MOTIONS, Clip, rainy_clip
+from derain_cli.video.consistency import TemporalSettings, TemporalStage
 from derain_cli.video.flicker import (
     STATIC_TOLERANCE,
     reference_flows,
     temporal_error,
     warping_error,
 )
-from derain_cli.video.temporal import TemporalFilter, TemporalSettings
+from derain_cli.video.temporal import RecursiveSettings, TemporalFilter
 from derain_cli.weights import load_weights
 
 STYLES = ("streak", "heavy", "drizzle")
+MEASURES = ("psnr", "ssim", "flicker", "static", "moving", "warp")
+Method = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
-def _quality(frames: list[np.ndarray], clip: Clip) -> tuple[float, float, float]:
-    """Mean Y-PSNR and SSIM per frame, and the mean absolute error where the scene moved."""
-    p = statistics.fmean(psnr(f, c) for f, c in zip(frames, clip.clean, strict=True))
-    s = statistics.fmean(ssim(f, c) for f, c in zip(frames, clip.clean, strict=True))
-    return p, s, _moving_error(frames, clip)
+def stage(settings: TemporalSettings) -> Method:
+    def run(frames: list[np.ndarray]) -> list[np.ndarray]:
+        temporal = TemporalStage(settings)
+        return [out for frame in frames for out in temporal.push(frame)] + temporal.flush()
+
+    return run
 
 
-def _moving_error(frames: list[np.ndarray], clip: Clip) -> float:
-    """Mean |F_t - C_t| where the clean clip changed (the moving object): ghosts show here."""
-    total, count = 0.0, 0
+def recursive(settings: RecursiveSettings) -> Method:
+    def run(frames: list[np.ndarray]) -> list[np.ndarray]:
+        smoother = TemporalFilter(settings)
+        return [smoother(frame) for frame in frames]
+
+    return run
+
+
+def methods(windows: list[int]) -> dict[str, Method]:
+    """The temporal methods compared (frame by frame and the input are added by the caller)."""
+    chosen = {"recursive filter only (s=0.7)": recursive(RecursiveSettings())}
+    for k in windows:
+        chosen[f"fusion k={k}, no recursive"] = stage(TemporalSettings(window=k, recursive=0.0))
+        chosen[f"fusion k={k} + recursive 0.3"] = stage(TemporalSettings(window=k))
+    return chosen
+
+
+def measure(frames: list[np.ndarray], clip: Clip, flows: list) -> dict[str, float]:
+    static, moving = _errors(frames, clip)
+    return {
+        "psnr": statistics.fmean(psnr(f, c) for f, c in zip(frames, clip.clean, strict=True)),
+        "ssim": statistics.fmean(ssim(f, c) for f, c in zip(frames, clip.clean, strict=True)),
+        "flicker": temporal_error(frames, clip.clean, clip.shift),
+        "static": static,
+        "moving": moving,
+        "warp": warping_error(frames, flows),
+    }
+
+
+def _errors(frames: list[np.ndarray], clip: Clip) -> tuple[float, float]:
+    """Mean |F_t - C_t| where the clean clip is static under the camera shift, and where not."""
+    sums = {True: 0.0, False: 0.0}
+    counts = {True: 0, False: 0}
     for t in range(1, len(frames)):
         moved = np.abs(clip.clean[t] - np.roll(clip.clean[t - 1], clip.shift, axis=(0, 1)))
-        mask = moved.max(axis=2) > STATIC_TOLERANCE
+        changed = moved.max(axis=2) > STATIC_TOLERANCE
+        keep = np.ones_like(changed)
         if clip.shift != (0, 0):
-            mask[:, -abs(clip.shift[1]) :] = False  # wrapped by the roll
-        total += float(np.abs(frames[t] - clip.clean[t]).mean(axis=2)[mask].sum())
-        count += int(mask.sum())
-    return total / max(count, 1)
+            keep[:, -abs(clip.shift[1]) :] = False  # wrapped by the roll
+        error = np.abs(frames[t] - clip.clean[t]).mean(axis=2)
+        for is_static, mask in ((True, keep & ~changed), (False, keep & changed)):
+            sums[is_static] += float(error[mask].sum())
+            counts[is_static] += int(mask.sum())
+    static = sums[True] / max(counts[True], 1)
+    return static, (sums[False] / counts[False] if counts[False] else float("nan"))
 
 
 def main() -> None:
@@ -77,9 +122,11 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="weights spec (default: bundled default)")
     parser.add_argument("--clean", type=Path, default=Path("../shared/data/clean"))
     parser.add_argument("--photos", type=int, default=12)
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N photos")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", default="240x320", help="H x W of the clips")
-    parser.add_argument("--settings", default="0.4:0.03,0.6:0.03,0.8:0.03,0.6:0.015,0.6:0.06")
+    parser.add_argument("--motions", default=",".join(MOTIONS))
+    parser.add_argument("--windows", default="2", help="fusion windows k to compare")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--real", type=Path, nargs="*", default=[], help="real clips to measure")
@@ -87,56 +134,58 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     height, width = (int(v) for v in args.size.lower().split("x"))
-    settings = [
-        TemporalSettings(strength=float(s), tolerance=float(t))
-        for s, t in (pair.split(":") for pair in args.settings.split(","))
-    ]
+    compared = methods([int(k) for k in args.windows.split(",")])
     derainer = Derainer(load_weights(args.weights), device="cpu")
     if args.real:
-        measure_real(args.real, derainer, settings, args.frames, args.add_rain)
+        measure_real(args.real, derainer, compared, args.frames, args.add_rain)
         return
     photos = sorted(p for p in args.clean.iterdir() if p.suffix.lower() in {".jpg", ".png"})
-    photos = photos[: args.photos]
-    rows: dict[str, list[tuple[float, float, float]]] = {}
-    filter_seconds: dict[str, float] = {}
-    derain_seconds = 0.0
-    frames_done = 0
-    for index, path in enumerate(photos):
+    photos = photos[args.offset : args.offset + args.photos]
+    motions = args.motions.split(",")
+    rows: dict[tuple[str, str], list[dict[str, float]]] = {}
+    seconds: dict[str, float] = {}
+    derain_seconds, frames_done = 0.0, 0
+    for index, path in enumerate(photos, start=args.offset):
         photo = read_image(path).rgb
-        for motion in ("object", "pan"):
-            rng = np.random.default_rng(1000 + index * 2 + (motion == "pan"))
-            style = STYLES[(index * 2 + (motion == "pan")) % len(STYLES)]
+        for motion in motions:
+            draw = index * len(MOTIONS) + MOTIONS.index(motion)  # the same clip in any subset
             clip = rainy_clip(
-                photo, rng, frames=args.frames, size=(height, width), motion=motion, style=style
-            )
+                photo, np.random.default_rng(1000 + draw), frames=args.frames,
+                size=(height, width), motion=motion, style=STYLES[draw % len(STYLES)],
+            )  # fmt: skip
             start = time.perf_counter()
             derained = [derainer(frame) for frame in clip.rainy]
             derain_seconds += time.perf_counter() - start
             frames_done += len(derained)
+            flows = reference_flows(clip.clean)
             candidates = {"rainy input": clip.rainy, "frame by frame": derained}
-            for setting in settings:
-                name = f"temporal s={setting.strength:g} tau={setting.tolerance:g}"
-                smoother = TemporalFilter(setting)
+            for name, method in compared.items():
                 start = time.perf_counter()
-                candidates[name] = [smoother(frame) for frame in derained]
-                filter_seconds[name] = filter_seconds.get(name, 0.0) + time.perf_counter() - start
+                candidates[name] = method(derained)
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
             for name, frames in candidates.items():
-                error = temporal_error(frames, clip.clean, clip.shift)
-                rows.setdefault(name, []).append((error, *_quality(frames, clip)))
-    print(f"{len(photos) * 2} clips of {args.frames} frames, {height}x{width}, {args.weights}")
-    print(
-        f"{'':30} {'temporal err':>12} {'Y-PSNR':>7} {'SSIM':>6} {'moving err':>10} {'ms/frame':>8}"
-    )
+                rows.setdefault((motion, name), []).append(measure(frames, clip, flows))
+            print(f"{path.name} {motion} {clip.style}: "
+                  + " ".join(f"{rows[(motion, n)][-1]['psnr']:.2f}" for n in candidates),
+                  flush=True)  # fmt: skip
+    print(f"\n{len(photos)} photos x {len(motions)} motions, {args.frames} frames of "
+          f"{width}x{height}, weights {args.weights or 'default'}")  # fmt: skip
     result = []
-    for name, values in rows.items():
-        error, p, s, moving = (statistics.fmean(v[i] for v in values) for i in range(4))
-        ms = 1000 * filter_seconds.get(name, 0.0) / max(frames_done, 1)
-        print(f"{name:30} {error:12.5f} {p:7.2f} {s:6.4f} {moving:10.5f} {ms:8.1f}")
-        result.append(
-            {"name": name, "temporal_error": error, "psnr": p, "ssim": s, "moving_error": moving,
-             "ms_per_frame": ms}
-        )  # fmt: skip
-    print(f"derain: {1000 * derain_seconds / max(frames_done, 1):.1f} ms/frame")
+    for motion in motions:
+        print(f"\n{motion} ({len(rows[(motion, 'rainy input')])} clips)")
+        print(f"{'':32} {'Y-PSNR':>7} {'SSIM':>6} {'flicker':>8} {'static err':>10} "
+              f"{'moving err':>10} {'warp err':>8} {'ms/frame':>8}")  # fmt: skip
+        for (kind, name), values in rows.items():
+            if kind != motion:
+                continue
+            mean = {key: float(np.nanmean([v[key] for v in values])) for key in MEASURES}
+            ms = 1000 * seconds.get(name, 0.0) / max(frames_done, 1)
+            print(f"{name:32} {mean['psnr']:7.2f} {mean['ssim']:6.4f} {mean['flicker']:8.4f} "
+                  f"{mean['static']:10.4f} {mean['moving']:10.4f} {mean['warp']:8.4f} "
+                  f"{ms:8.1f}")  # fmt: skip
+            result.append({"motion": motion, "name": name, "ms_per_frame": ms, **mean,
+                           "clips": values})  # fmt: skip
+    print(f"\nderain: {1000 * derain_seconds / max(frames_done, 1):.1f} ms/frame")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -156,12 +205,12 @@ def read_frames(path: Path, limit: int) -> list[np.ndarray]:
 def measure_real(
     paths: list[Path],
     derainer: Derainer,
-    settings: list[TemporalSettings],
+    compared: dict[str, Method],
     limit: int,
     add_rain: str | None,
 ) -> None:
     against = "clean" if add_rain else "input"
-    print(f"{'':36} {'warping err':>11} {'Y-PSNR vs ' + against:>15}")
+    print(f"{'':44} {'warping err':>11} {'Y-PSNR vs ' + against:>15}")
     for path in paths:
         rainy = read_frames(path, limit)
         truth = rainy
@@ -174,14 +223,11 @@ def measure_real(
         derained = [derainer(frame) for frame in rainy]
         flows = reference_flows(truth if add_rain else derained)
         candidates = {"input": rainy, "frame by frame": derained}
-        for setting in settings:
-            smoother = TemporalFilter(setting)
-            name = f"temporal s={setting.strength:g} tau={setting.tolerance:g}"
-            candidates[name] = [smoother(frame) for frame in derained]
+        candidates.update({name: method(derained) for name, method in compared.items()})
         for name, frames in candidates.items():
             change = statistics.fmean(psnr(f, r) for f, r in zip(frames, truth, strict=True))
             label = f"{path.name}: {name}"
-            print(f"{label:36} {warping_error(frames, flows):11.5f} {change:15.2f}")
+            print(f"{label:44} {warping_error(frames, flows):11.5f} {change:15.2f}")
 
 
 if __name__ == "__main__":

@@ -23,15 +23,15 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from derain_cli.inference.engine import Derainer
+    from derain_cli.video.consistency import TemporalSettings
     from derain_cli.video.pipeline import VideoOptions, derain_video
-    from derain_cli.video.temporal import TemporalSettings
     from derain_cli.weights import load_weights
 
 _LAZY = {
     "Derainer": "derain_cli.inference.engine",
     "derain_video": "derain_cli.video.pipeline",
     "VideoOptions": "derain_cli.video.pipeline",
-    "TemporalSettings": "derain_cli.video.temporal",
+    "TemporalSettings": "derain_cli.video.consistency",
     "load_weights": "derain_cli.weights",
 }
 __all__ = [

@@ -14,7 +14,7 @@ from torch import nn
 
 from derain_cli import runtime
 from derain_cli.errors import DerainError, UsageError
-from derain_cli.inference import arena, engine, stream_plan
+from derain_cli.inference import arena, engine, memory, stream_plan
 from derain_cli.inference.engine import Derainer, auto_tile
 from derain_cli.inference.tiling import grid_tiles, plan_tiles, strip_tiles
 from derain_cli.nets.generator import OUTPUTS, NLCLGenerator, Output
@@ -251,7 +251,7 @@ def test_images_smaller_than_the_tile_are_not_tiled() -> None:
 
 def test_auto_tile_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    assert auto_tile(4000, 3000, cpu, 640) == engine.CPU_MAX_TILE  # plenty of RAM: capped
+    assert auto_tile(4000, 3000, cpu, 640) == memory.CPU_MAX_TILE  # plenty of RAM: capped
     assert auto_tile(800, 600, cpu, 640) == 0
     monkeypatch.setattr(runtime, "free_device_bytes", lambda device: 200 * 200 * 640 * 2)
     assert auto_tile(800, 600, cpu, 640) == 192  # sqrt(half the memory / 640) floored to 64
@@ -259,7 +259,7 @@ def test_auto_tile_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     image = synthetic_rain(140, 150)
     derainer = Derainer(generator, device="cpu")
     monkeypatch.setattr(runtime, "free_device_bytes", lambda device: 64 * 64 * 2 * 8 * 4 * 5)
-    assert derainer.tile_for(140, 150) == engine.MIN_AUTO_TILE
+    assert derainer.tile_for(140, 150) == memory.MIN_AUTO_TILE
     whole = Derainer(generator, device="cpu", tile=0)(image)
     np.testing.assert_allclose(derainer(image), whole, atol=1e-4)
 
@@ -514,7 +514,37 @@ def test_tmpfs_temp_folder_is_avoided(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_large_images_are_never_run_whole_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """45 MP untiled would need ~29 GB at 640 B/px: CPU tiles are capped whatever the RAM."""
     monkeypatch.setattr(runtime, "free_device_bytes", lambda device: 2**40)
-    assert auto_tile(5504, 8256, torch.device("cpu"), 640) == engine.CPU_MAX_TILE
+    assert auto_tile(5504, 8256, torch.device("cpu"), 640) == memory.CPU_MAX_TILE
     derainer = Derainer(NLCLGenerator(), device="cpu")
     assert derainer.bytes_per_pixel == 640
-    assert derainer.tile_for(5504, 8256) == engine.CPU_MAX_TILE
+    assert derainer.tile_for(5504, 8256) == memory.CPU_MAX_TILE
+
+
+# --------------------------------------------------------------------------- batches of frames
+
+
+def test_a_batch_gives_the_pictures_one_call_each_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """derain_batch runs same-size frames through one pass (InstanceNorm stays per image);
+    mixed sizes, tiled frames and batches beyond the free memory go one at a time."""
+    derainer = Derainer(small_generator(), device="cpu")
+    frames = [synthetic_rain(40, 56, seed) for seed in range(3)]
+    singles = [derainer(frame) for frame in frames]
+    passes = 0
+    forward = derainer.module.forward
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        nonlocal passes
+        passes += 1
+        return forward(x)
+
+    monkeypatch.setattr(derainer.module, "forward", counted)
+    batched = derainer.derain_batch(frames)
+    assert passes == 1
+    for one, many in zip(singles, batched, strict=True):
+        np.testing.assert_allclose(many, one, atol=1e-5)
+    mixed = derainer.derain_batch([frames[0], synthetic_rain(48, 56)])
+    np.testing.assert_allclose(mixed[0], singles[0], atol=1e-5)
+    assert passes == 3
+    monkeypatch.setattr(runtime, "free_device_bytes", lambda device: 0)
+    assert len(derainer.derain_batch(frames)) == 3 and passes == 6
+    assert derainer.batch_for(480, 640) == 1  # a CPU: one at a time (not faster batched)

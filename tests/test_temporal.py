@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from derain_cli.errors import UsageError
 from derain_cli.synth.clip import rainy_clip
 from derain_cli.video.flicker import reference_flows, temporal_error, warping_error
-from derain_cli.video.temporal import TemporalFilter, TemporalSettings
+from derain_cli.video.temporal import RecursiveSettings, TemporalFilter
 
 
 def textured(height: int = 96, width: int = 160, seed: int = 0) -> np.ndarray:
@@ -31,7 +32,7 @@ def flickering(clean: list[np.ndarray], amount: float, seed: int = 1) -> list[np
     return out
 
 
-def run(frames: list[np.ndarray], settings: TemporalSettings | None = None) -> list[np.ndarray]:
+def run(frames: list[np.ndarray], settings: RecursiveSettings | None = None) -> list[np.ndarray]:
     smoother = TemporalFilter(settings)
     return [smoother(frame) for frame in frames]
 
@@ -86,7 +87,7 @@ def test_zero_strength_is_the_identity_and_reset_forgets() -> None:
     frames = flickering([textured()] * 3, 0.02)
     assert all(
         np.array_equal(a, b)
-        for a, b in zip(run(frames, TemporalSettings(0.0)), frames, strict=True)
+        for a, b in zip(run(frames, RecursiveSettings(0.0)), frames, strict=True)
     )
     smoother = TemporalFilter()
     smoother(frames[0])
@@ -96,17 +97,28 @@ def test_zero_strength_is_the_identity_and_reset_forgets() -> None:
 
 @pytest.mark.parametrize("bad", [{"strength": 1.0}, {"strength": -0.1}, {"tolerance": 0.0}])
 def test_settings_out_of_range_are_refused(bad: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="temporal"):
-        TemporalSettings(**bad)
+    with pytest.raises(UsageError, match="recursive filter"):
+        RecursiveSettings(**bad)
 
 
 def test_temporal_error_of_the_clean_clip_is_zero_and_rain_is_not() -> None:
     photo = textured(200, 300)
-    for motion, shift in (("object", (0, 0)), ("pan", (0, -2))):
+    for motion, shift in (("still", (0, 0)), ("object", (0, 0)), ("pan", (0, -2)), ("cut", (0, 0))):
         clip = rainy_clip(photo, np.random.default_rng(0), frames=5, size=(96, 128), motion=motion)
         assert clip.shift == shift
         assert temporal_error(clip.clean, clip.clean, clip.shift) < 1e-5  # object edges
         assert temporal_error(clip.rainy, clip.clean, clip.shift) > 0.005
+
+
+def test_still_and_cut_clips() -> None:
+    photo = textured(200, 300)
+    still = rainy_clip(photo, np.random.default_rng(0), frames=4, size=(96, 128), motion="still")
+    assert still.cuts == () and all(np.array_equal(c, still.clean[0]) for c in still.clean)
+    assert not np.array_equal(still.rainy[0], still.rainy[1])  # new rain every frame
+    cut = rainy_clip(photo, np.random.default_rng(0), frames=6, size=(96, 128), motion="cut")
+    assert cut.cuts == (3,)
+    assert np.array_equal(cut.clean[0], cut.clean[2]) and np.array_equal(cut.clean[3], cut.clean[5])
+    assert np.abs(cut.clean[3] - cut.clean[2]).mean() > 0.05
 
 
 def test_warping_error_follows_a_pan_and_sees_flicker() -> None:

@@ -8,6 +8,7 @@ plumbing is under test.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,9 @@ from videos import (  # tests/videos.py
 from derain_cli.cli.app import app
 from derain_cli.errors import UsageError, VideoError
 from derain_cli.inference.plan import VIDEO, plan_jobs
+from derain_cli.video.consistency import TemporalSettings
 from derain_cli.video.formats import Encoder, check_encoder
 from derain_cli.video.pipeline import VideoOptions, derain_video
-from derain_cli.video.temporal import TemporalSettings
 
 LOSSLESS = VideoOptions(Encoder(crf=0), temporal=None)
 
@@ -112,8 +113,9 @@ def test_webm_gets_vp9_and_codec_option_is_used(tmp_path: Path) -> None:
 
 
 def test_default_model_on_a_clip_and_the_filter_steadies_it(tmp_path: Path, shared: Path) -> None:
-    """The shipped model on a rainy clip of a clean photo: the temporal filter brings the output
-    closer to the clean frames and flickers less than frame-by-frame deraining on static pixels.
+    """The shipped model on a rainy clip of a clean photo: the temporal stage (fusion) brings the
+    output closer to the clean frames and flickers less than frame-by-frame deraining on static
+    pixels.
 
     Whether the model itself beats this tiny clip's input is not asserted: nlcl-cpu-v2 dims the
     fine bright texture of this 96x128 photo of fruit along with the rain and ends a little
@@ -147,6 +149,65 @@ def test_default_model_on_a_clip_and_the_filter_steadies_it(tmp_path: Path, shar
     assert error(outputs["temporal"]) < error(rainy) + 0.002  # within a quarter grey level
     steadier = temporal_error(outputs["temporal"], clip.clean)
     assert steadier < temporal_error(outputs["independent"], clip.clean)
+
+
+class CountingBatches:
+    """A stand-in model that takes batches: halves the picture; records what it is given."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.calls: list[int] = []  # frames per call
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        self.calls.append(1)
+        return rgb * 0.5
+
+    def derain_batch(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.calls.append(len(frames))
+        return [rgb * 0.5 for rgb in frames]
+
+    def batch_for(self, height: int, width: int) -> int:
+        return self.batch
+
+
+def test_fusion_streams_in_batches_and_keeps_frames_times_and_audio(tmp_path: Path) -> None:
+    """Window 2, batches of 3: every frame once, in order, with its timestamp; audio untouched;
+    outputs trail the model by at most batch + window frames (memory stays bounded)."""
+    src = make_video(tmp_path / "clip.mp4", frames=17)
+    model = CountingBatches(batch=3)
+    progress: list[tuple[int, int]] = []  # (frames written, frames derained by then)
+
+    def tick(done: int, total: int | None) -> None:
+        progress.append((done, sum(model.calls)))
+
+    options = VideoOptions(temporal=TemporalSettings(window=2))
+    summary = derain_video(src, tmp_path / "out.mp4", model, options, on_frame=tick)
+    before, after = probe(src), probe(tmp_path / "out.mp4")
+    assert summary.frames == after.frames == before.frames == 17
+    assert after.pts == before.pts and after.time_base == before.time_base
+    assert after.audio_samples == before.audio_samples > 0
+    assert model.calls == [3, 3, 3, 3, 3, 2]
+    assert [done for done, _ in progress] == list(range(1, 18))
+    assert all(derained - done <= 3 + 2 for done, derained in progress)
+
+
+def test_frames_derained_in_batches_are_the_frames_derained_one_by_one(tmp_path: Path) -> None:
+    """A real (small) generator, batches of 4 on the CPU against one frame per pass (no temporal
+    stage: its thresholds would turn float rounding into a level here and there)."""
+    import torch
+
+    from derain_cli.inference.engine import Derainer
+    from derain_cli.nets.generator import NLCLGenerator
+
+    torch.manual_seed(0)
+    derainer = Derainer(NLCLGenerator(channels=8, blocks=2), device="cpu")
+    src = make_video(tmp_path / "clip.mkv", frames=6, audio=False)
+    for batch in (1, 4):
+        options = VideoOptions(Encoder(crf=0), None, batch=batch)
+        derain_video(src, tmp_path / f"batch{batch}.mkv", derainer, options)
+    ones, fours = decoded_frames(tmp_path / "batch1.mkv"), decoded_frames(tmp_path / "batch4.mkv")
+    assert len(ones) == len(fours) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(ones, fours, strict=True))
 
 
 # ------------------------------------------------------------------ errors and atomic output
@@ -284,6 +345,23 @@ def test_cli_temporal_is_on_by_default_and_no_temporal_turns_it_off(tmp_path: Pa
     assert not all(
         np.array_equal(a, b) for a, b in zip(read["default"], read["independent"], strict=True)
     )
+
+
+def test_cli_temporal_window_and_strength_reach_the_library(tmp_path: Path) -> None:
+    from derain_cli.inference.engine import Derainer
+    from derain_cli.weights import load_weights
+
+    src = make_video(tmp_path / "clip.mp4", frames=5, audio=False)
+    flags = ["--temporal-window", "1", "--temporal-strength", "0.5"]
+    result = invoke(str(src), "-o", str(tmp_path / "cli.mp4"), *flags)
+    assert result.exit_code == 0, result.output
+    options = VideoOptions(Encoder(), TemporalSettings(window=1, strength=0.5))
+    derainer = Derainer(load_weights(None), device="cpu")
+    derain_video(src, tmp_path / "lib.mp4", derainer, options)
+    cli, lib = decoded_frames(tmp_path / "cli.mp4"), decoded_frames(tmp_path / "lib.mp4")
+    assert all(np.array_equal(a, b) for a, b in zip(cli, lib, strict=True))
+    refused = invoke(str(src), "-o", str(tmp_path / "no.mp4"), "--temporal-window", "9")
+    assert refused.exit_code == 2 and "--temporal-window" in refused.stderr
 
 
 def test_cli_shows_frames_with_fps_on_a_terminal(

@@ -41,6 +41,8 @@ FLAGS: dict[str, str] = {
     "train.crop": "--crop",
     "train.time_limit_s": "--time-limit",
     "train.init": "--init",
+    "temporal.window": "--temporal-window",
+    "temporal.strength": "--temporal-strength",
 }
 
 

@@ -145,10 +145,31 @@ def command(
         bool,
         typer.Option(
             "--no-temporal",
-            help="Videos: derain frames independently. By default each frame is blended with "
-            "the motion-compensated previous one where they agree (less flicker).",
+            help="Videos: derain frames independently. By default each frame is fused with its "
+            "aligned neighbours, favouring rain-free samples (less rain, less flicker).",
         ),
     ] = False,
+    temporal_window: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=8,
+            metavar="K",
+            help="Videos: fuse each frame with K frames before and after it (default 2; 0: no "
+            "fusion, only a light recursive filter).",
+            show_default=False,
+        ),
+    ] = None,
+    temporal_strength: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            metavar="S",
+            help="Videos: how much of the fused frame replaces the derained one, 0-1 (default 1).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("-q", "--quiet", help="No progress, device line or summary.")
     ] = False,
@@ -178,9 +199,9 @@ def command(
         )
         from derain_cli.inference.tiling import check_tile
         from derain_cli.inference.writable import check_output_folders
+        from derain_cli.video.consistency import TemporalSettings
         from derain_cli.video.formats import Encoder, check_encoder
         from derain_cli.video.pipeline import VideoOptions
-        from derain_cli.video.temporal import TemporalSettings
 
         if skip_existing and overwrite:
             raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
@@ -190,7 +211,12 @@ def command(
         check_device(device, precision.value)
         encoder = Encoder(codec, crf)
         check_encoder(encoder)
-        video = VideoOptions(encoder, None if no_temporal else TemporalSettings())
+        defaults = TemporalSettings()
+        temporal = TemporalSettings(
+            window=defaults.window if temporal_window is None else temporal_window,
+            strength=defaults.strength if temporal_strength is None else temporal_strength,
+        )
+        video = VideoOptions(encoder, None if no_temporal else temporal)
         shard = shard_from_env()
         quiet = quiet or shard.rank > 0  # one progress bar and summary: rank 0's
         planned = plan_jobs(

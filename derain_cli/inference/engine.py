@@ -32,9 +32,9 @@ feathering (``tiling.py``). See ``docs/inference.md`` for the measured agreement
 
 from __future__ import annotations
 
-import math
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,6 +49,7 @@ from derain_cli.inference.arena import (
     host_memory_from_env,
     spill_directory,
 )
+from derain_cli.inference.memory import auto_tile, bytes_per_pixel, fits_untiled
 from derain_cli.inference.pixels import as_float_rgb, check_shape
 from derain_cli.inference.stream_plan import (
     Moments,
@@ -72,19 +73,6 @@ from derain_cli.inference.tiling import (
     with_halo,
 )
 from derain_cli.tensors import from_model_range, to_model_range
-
-#: Largest automatic tile on CPU: bigger tiles only grow the working set, they are not faster.
-CPU_MAX_TILE = 1024
-#: Smallest automatic tile: below this the halo and per-tile overhead dominate.
-MIN_AUTO_TILE = 128
-#: Live full-width activations at the peak of one forward step of a residual block (block input,
-#: padded copy, conv output, norm output) plus one for the allocator's slack.
-LIVE_ACTIVATIONS = 5
-#: Bytes per element assumed for every precision: measured peaks on an H200 were 653 B/px (fp32)
-#: and 455 B/px (bf16; norms and layout conversions keep float32 temporaries) for 32 channels.
-ESTIMATE_ITEMSIZE = 4
-#: Fraction of the free memory that automatic tiling plans to use.
-MEMORY_FRACTION = 0.5
 
 
 class HasModule(Protocol):
@@ -120,30 +108,6 @@ def cell_network(module: nn.Module) -> CellNetwork | None:
     if not isinstance(getattr(module, "factor", None), int):
         return None
     return module  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def bytes_per_pixel(module: nn.Module) -> int:
-    """Estimated peak activation bytes per image pixel of one forward pass of ``module``.
-
-    ``widest conv output channels x 4 B x LIVE_ACTIVATIONS``: the generators here keep full
-    resolution, so activations, not weights, fill the memory (32 x 4 x 5 = 640 B/px for the
-    authors' net; measured on CUDA: 653 B/px in fp32, 455 B/px in bf16).
-    """
-    widths = [m.out_channels for m in module.modules() if isinstance(m, nn.Conv2d)]
-    return max(widths, default=3) * ESTIMATE_ITEMSIZE * LIVE_ACTIVATIONS
-
-
-def auto_tile(height: int, width: int, device: torch.device, per_pixel: int) -> int:
-    """Tile side for an image on ``device`` (0 = no tiling), from the memory free right now."""
-    budget = runtime.free_device_bytes(device) * MEMORY_FRACTION
-    side = max(MIN_AUTO_TILE, int(math.sqrt(budget / per_pixel)) // 64 * 64)
-    if device.type == "cpu":
-        side = min(side, CPU_MAX_TILE)
-        return 0 if height <= side and width <= side else side
-    return 0 if height * width * per_pixel <= budget else side
 
 
 # --------------------------------------------------------------------------- derainer
@@ -305,6 +269,40 @@ class Derainer:
             if self.needs_statistics or (self.cells is not None and self.stream_plan):
                 return self._run_streamed(rgb, tile)
             return self._run_feathered(rgb, tile)
+
+    def batch_for(self, height: int, width: int, most: int = 8) -> int:
+        """Frames of ``height x width`` one network pass should take (for :meth:`derain_batch`).
+
+        1 on a CPU, where a batch of 4 ran no faster than 4 single calls, and for frames that
+        are tiled; on a GPU as many as fit untiled in the free memory, at most ``most``.
+        """
+        if self.device.type == "cpu" or self.tile_for(height, width) != 0:
+            return 1
+        count = 1
+        while count < most and fits_untiled(
+            height * width * (count + 1), self.device, self.bytes_per_pixel
+        ):
+            count += 1
+        return count
+
+    def derain_batch(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Derain same-size ``H x W x 3`` frames in one pass of the network: the same pictures
+        as one call each (which is what frames of mixed sizes, frames that are tiled, and
+        batches that do not fit the free memory get)."""
+        shape = frames[0].shape if frames else ()
+        height, width = shape[:2] if len(shape) == 3 else (0, 0)
+        if (
+            len(frames) < 2
+            or any(frame.shape != shape for frame in frames)
+            or min(height, width) < MIN_SIDE
+            or self.tile_for(height, width) != 0
+            or not fits_untiled(height * width * len(frames), self.device, self.bytes_per_pixel)
+        ):
+            return [self(frame) for frame in frames]
+        with self._lock, torch.inference_mode():
+            batch = torch.cat([to_model_range(frame) for frame in frames])
+            out = self.module(self._device_tensor(batch))
+            return [from_model_range(image[None]) for image in out]
 
     # ----------------------------------------------------------------------- internals
 

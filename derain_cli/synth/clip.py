@@ -1,8 +1,13 @@
 """Synthetic rainy video clips with their clean frames, to measure flicker and ghosting.
 
-:func:`rainy_clip` cuts a window out of a clean photo and either pans it (``motion="pan"``: the
-camera moves ``speed`` pixels per frame to the right, so the content moves left) or keeps it still
-and slides a textured square across it (``motion="object"``: something moves in a static scene).
+:func:`rainy_clip` cuts a window out of a clean photo and moves it in one of four ways:
+
+* ``"still"``: nothing moves (a camera on a tripod, a still scene);
+* ``"pan"``: the camera moves ``speed`` pixels per frame to the right, so the content moves left;
+* ``"object"``: the scene stays still and a textured square slides across it;
+* ``"cut"``: a still shot, then from frame ``frames // 2`` on a still shot of another window of
+  the photo, mirrored (an edit: nothing of the first shot may carry over).
+
 Every frame gets new rain from one recipe (fixed style, angle and colour, as in one shower), drawn
 with its own generator, so rain moves between frames while the scene does not. Lens drops are
 left out: on a real camera they stay put, and this renderer would scatter them anew per frame.
@@ -19,7 +24,8 @@ import numpy as np
 from derain_cli.synth.recipe import photo_scale, sample_recipe
 from derain_cli.synth.render import render_rain
 
-Motion = Literal["pan", "object"]
+Motion = Literal["still", "pan", "object", "cut"]
+MOTIONS: tuple[Motion, ...] = ("still", "pan", "object", "cut")
 
 
 @dataclass
@@ -28,6 +34,7 @@ class Clip:
     clean: list[np.ndarray]
     shift: tuple[int, int]  # (dy, dx) that carries clean frame t-1 onto frame t where static
     style: str
+    cuts: tuple[int, ...] = ()  # frames that start a new shot (not frame 0)
 
 
 def rainy_clip(
@@ -54,6 +61,10 @@ def rainy_clip(
     recipe = dataclasses.replace(
         sample_recipe(rng, style, scale=photo_scale(min(height, width))), drops=0
     )
+    cut = frames // 2 if motion == "cut" else frames
+    if motion == "cut":  # the second shot: the opposite corner's window, mirrored
+        second = photo[photo.shape[0] - height - top :, photo.shape[1] - width - left :]
+        second = np.ascontiguousarray(second[:height, :width][:, ::-1], dtype=np.float32)
     clean: list[np.ndarray] = []
     rainy: list[np.ndarray] = []
     for t in range(frames):
@@ -64,7 +75,9 @@ def rainy_clip(
             y = height // 2 - side // 2
             x = (speed * 2 * t) % max(1, width - side)
             frame[y : y + side, x : x + side] = patch
+        if t >= cut:
+            frame = second
         clean.append(frame)
         rainy.append(render_rain(frame, recipe, np.random.default_rng(rng.integers(2**63))))
     shift = (0, -speed) if motion == "pan" else (0, 0)
-    return Clip(rainy, clean, shift, recipe.style)
+    return Clip(rainy, clean, shift, recipe.style, cuts=(cut,) if cut < frames else ())

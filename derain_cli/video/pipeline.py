@@ -1,12 +1,15 @@
 """Derain one video file: decode, derain and encode overlapped in three threads, written atomically.
 
 :func:`derain_video` reads ``source`` with :class:`~derain_cli.video.codec.VideoSource` in a
-decoder thread, derains each frame in the caller's thread (where the model lives), optionally
-through a :class:`~derain_cli.video.temporal.TemporalFilter`, and hands frames and the untouched
-audio / subtitle packets, in their demux order, to an encoder thread that writes a temporary file
-beside ``output``. Only a finished file replaces ``output``: an error, a failing encoder or ^C
-leaves nothing behind (and an existing ``output`` as it was). Queues are short, so memory holds a
-few frames whatever the video's length.
+decoder thread, derains the frames in the caller's thread (where the model lives; a batch of
+frames per network pass where the device allows, :meth:`Derainer.batch_for
+<derain_cli.inference.engine.Derainer.batch_for>`), makes them consistent over time
+(:class:`~derain_cli.video.consistency.TemporalStage`, which needs ``window`` frames after each
+one), and hands frames and the untouched audio / subtitle packets, in their demux order, to an
+encoder thread that writes a temporary file beside ``output``. Only a finished file replaces
+``output``: an error, a failing encoder or ^C leaves nothing behind (and an existing ``output``
+as it was). Queues are short and at most ``batch + window`` decoded frames wait for their
+output, so memory holds a few frames whatever the video's length.
 
 The command's safety rules hold for library callers too: ``output`` may not be ``source`` (the
 same file under another name included), and an existing ``output`` is replaced only with
@@ -19,30 +22,48 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from derain_cli.atomic import atomic_path
 from derain_cli.errors import UsageError, VideoError, setting
 from derain_cli.video.codec import Frame, VideoSink, VideoSource
+from derain_cli.video.consistency import TemporalSettings, TemporalStage
 from derain_cli.video.formats import Encoder
-from derain_cli.video.temporal import TemporalFilter, TemporalSettings
 
 Derain = Callable[[np.ndarray], np.ndarray]
 #: Called after each frame with (frames done, frames expected or None).
 OnFrame = Callable[[int, "int | None"], None]
 
 
+@runtime_checkable
+class BatchDerain(Protocol):
+    """A derainer that takes several frames per network pass (:class:`Derainer` does)."""
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray: ...
+
+    def derain_batch(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+    def batch_for(self, height: int, width: int) -> int: ...
+
+
 @dataclass(frozen=True)
 class VideoOptions:
-    """How videos are written: the encoder, and the temporal filter (``None``: frame by frame)."""
+    """How videos are written: the encoder, temporal consistency (``None``: frame by frame), and
+    ``batch``, frames per network pass (``None``: what the device allows, one on a CPU)."""
 
     encoder: Encoder = field(default_factory=Encoder)
     temporal: TemporalSettings | None = field(default_factory=TemporalSettings)
+    batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch is not None and self.batch < 1:
+            raise UsageError(f"{setting('batch', self.batch)}: must be >= 1")
 
 
 @dataclass
@@ -115,8 +136,7 @@ def derain_video(
     try:
         expected = video.frame_estimate
         sink = VideoSink(output, video, options.encoder)
-        smoother = TemporalFilter(options.temporal) if options.temporal else None
-        megapixels = 0.0
+        frames = _Frames(derain, options)
         with atomic_path(output) as target:
             stop = threading.Event()
             decoded, to_encode = _Pipe(stop), _Pipe(stop)
@@ -127,21 +147,26 @@ def derain_video(
             for thread in threads:
                 thread.start()
             done = 0
+
+            def send(items: Iterator[object]) -> bool:
+                nonlocal done
+                for item in items:
+                    if not to_encode.put(item):
+                        return False
+                    if isinstance(item, tuple):
+                        done += 1
+                        if on_frame is not None:
+                            on_frame(done, expected)
+                return True
+
             try:
                 for item in decoded.items():
-                    if isinstance(item, Frame):
-                        clean = derain(item.rgb)
-                        if smoother is not None:
-                            clean = smoother(clean)
-                        megapixels += item.rgb.shape[0] * item.rgb.shape[1] / 1e6
-                        item = (item, clean)
-                        done += 1
-                    if not to_encode.put(item):
+                    if not send(frames.add(item)):
                         break
-                    if on_frame is not None and isinstance(item, tuple):
-                        on_frame(done, expected)
-                to_encode.put(_END)
-                threads[1].join()
+                else:
+                    if send(frames.finish()):
+                        to_encode.put(_END)
+                        threads[1].join()
             finally:
                 stop.set()
                 for thread in threads:
@@ -150,7 +175,7 @@ def derain_video(
             if sink.error is not None:  # the encoder thread failed: nothing is kept
                 raise sink.error
         notes = _notes(video, sink.unfit)
-        return VideoSummary(sink.frames, megapixels, time.perf_counter() - start, notes)
+        return VideoSummary(sink.frames, frames.megapixels, time.perf_counter() - start, notes)
     finally:
         video.close()
 
@@ -172,6 +197,82 @@ def check_output(source: Path, output: Path, *, overwrite: bool) -> None:
     if os.path.lexists(output) and not (overwrite and output.is_file()):
         reason = f"use {setting('overwrite', True)}" if output.is_file() else "not a file"
         raise VideoError(output, f"output exists ({reason})")
+
+
+@dataclass
+class _Slot:
+    item: object  # a Frame or a packet, in demux order
+    output: np.ndarray | None = None
+
+
+class _Frames:
+    """Decoded items in, ``(frame, output)`` pairs and packets out, in demux order.
+
+    Frames are derained a batch at a time and go through the temporal stage, which gives a
+    frame's output ``lookahead`` frames later; an item leaves once it and everything before it
+    are done, so packets keep their place between the frames.
+    """
+
+    def __init__(self, derain: Derain, options: VideoOptions) -> None:
+        self.derain = derain
+        self.batch = options.batch
+        self.temporal = TemporalStage(options.temporal) if options.temporal else None
+        self.megapixels = 0.0
+        self._slots: deque[_Slot] = deque()
+        self._waiting: deque[_Slot] = deque()  # frames without an output yet, oldest first
+        self._undone: list[Frame] = []  # decoded, not derained yet
+
+    def add(self, item: object) -> Iterator[object]:
+        slot = _Slot(item)
+        self._slots.append(slot)
+        if isinstance(item, Frame):
+            self._waiting.append(slot)
+            self._undone.append(item)
+            if self.batch is None:
+                self.batch = self._batch_for(item.rgb)
+            if len(self._undone) >= self.batch:
+                self._run()
+        return self._ready()
+
+    def finish(self) -> Iterator[object]:
+        """After the last item: derain what is left and flush the temporal stage."""
+        self._run()
+        if self.temporal is not None:
+            self._give(self.temporal.flush())
+        return self._ready()
+
+    def _batch_for(self, rgb: np.ndarray) -> int:
+        if isinstance(self.derain, BatchDerain):
+            return max(1, self.derain.batch_for(*rgb.shape[:2]))
+        return 1
+
+    def _run(self) -> None:
+        if not self._undone:
+            return
+        pictures = [frame.rgb for frame in self._undone]
+        if len(pictures) > 1 and isinstance(self.derain, BatchDerain):
+            cleans = self.derain.derain_batch(pictures)
+        else:
+            cleans = [self.derain(rgb) for rgb in pictures]
+        self._undone.clear()
+        for rgb, clean in zip(pictures, cleans, strict=True):
+            self.megapixels += rgb.shape[0] * rgb.shape[1] / 1e6
+            self._give(self.temporal.push(clean) if self.temporal is not None else [clean])
+
+    def _give(self, outputs: list[np.ndarray]) -> None:
+        for output in outputs:
+            self._waiting.popleft().output = output
+
+    def _ready(self) -> Iterator[object]:
+        while self._slots:
+            slot = self._slots[0]
+            if isinstance(slot.item, Frame):
+                if slot.output is None:
+                    return
+                yield (slot.item, slot.output)
+            else:
+                yield slot.item
+            self._slots.popleft()
 
 
 def _decode(video: VideoSource, pipe: _Pipe) -> None:

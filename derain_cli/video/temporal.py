@@ -1,9 +1,12 @@
-"""Temporal consistency for video: a motion-compensated recursive filter on the derained frames.
+"""A motion-compensated recursive filter: each frame blended with the previous output, warped.
 
 Deraining each frame on its own flickers: the model's rain estimate, and the rain it leaves
-behind, change from frame to frame even where the scene stands still. :class:`TemporalFilter`
-carries the previous *filtered* frame forward, warped onto the current one with OpenCV's DIS
-optical flow (so a panning camera is followed), and blends it in where the two agree::
+behind, change from frame to frame even where the scene stands still. Video first goes through
+the fusion over a window of frames (:mod:`derain_cli.video.fusion`), which removes most of it;
+this filter then steadies what is left (:mod:`derain_cli.video.consistency` runs the two).
+:class:`TemporalFilter` carries the previous *filtered* frame forward, warped onto the current one
+with OpenCV's DIS optical flow (so a panning camera is followed), and blends it in where the two
+agree::
 
     warped_t = warp(F_{t-1}, flow(B_t -> F_{t-1}))
     d_t      = box_k( mean_c |B_t - warped_t| )            local disagreement
@@ -26,13 +29,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-#: Defaults of :class:`TemporalFilter` (and of ``derain --temporal``).
+from derain_cli.errors import UsageError
+
+#: Smallest side (px) of the grey copies DIS optical flow can follow; smaller frames pass as is.
+MIN_FLOW_SIDE = 16
+#: Defaults of :class:`RecursiveSettings` (the filter on its own, as it ran before the fusion).
 DEFAULT_STRENGTH = 0.7
 DEFAULT_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
-class TemporalSettings:
+class RecursiveSettings:
     """``strength`` s in [0, 1) (0: off), ``tolerance`` tau in (0, 1], ``window`` k, flow size."""
 
     strength: float = DEFAULT_STRENGTH
@@ -42,18 +49,18 @@ class TemporalSettings:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
-            raise ValueError(f"temporal strength must be in [0, 1), got {self.strength}")
+            raise UsageError(f"recursive filter strength {self.strength}: must be in [0, 1)")
         if not 0.0 < self.tolerance <= 1.0:
-            raise ValueError(f"temporal tolerance must be in (0, 1], got {self.tolerance}")
+            raise UsageError(f"recursive filter tolerance {self.tolerance}: must be in (0, 1]")
         if self.window < 1 or self.flow_side < 16:
-            raise ValueError("temporal window must be >= 1 and flow_side >= 16")
+            raise UsageError("recursive filter window must be >= 1 and flow_side >= 16")
 
 
 class TemporalFilter:
     """Call once per frame, in order: ``filtered = f(derained)``; :meth:`reset` between videos."""
 
-    def __init__(self, settings: TemporalSettings | None = None) -> None:
-        self.settings = settings or TemporalSettings()
+    def __init__(self, settings: RecursiveSettings | None = None) -> None:
+        self.settings = settings or RecursiveSettings()
         self._previous: np.ndarray | None = None
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
         self._flow = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
@@ -66,7 +73,12 @@ class TemporalFilter:
     def __call__(self, derained: np.ndarray) -> np.ndarray:
         """Float32 ``(H, W, 3)`` in [0, 1] in, the same out (a new array)."""
         previous = self._previous
-        if self.settings.strength == 0.0 or previous is None or previous.shape != derained.shape:
+        if (
+            self.settings.strength == 0.0
+            or previous is None
+            or previous.shape != derained.shape
+            or min(self._flow_size(derained)) < MIN_FLOW_SIDE  # DIS cannot follow it
+        ):
             self._previous = derained.astype(np.float32, copy=True)
             return self._previous.copy()
         warped, inside = self._warp(previous, derained)
@@ -79,11 +91,17 @@ class TemporalFilter:
         self._previous = filtered
         return filtered.copy()
 
+    def _flow_size(self, frame: np.ndarray) -> tuple[int, int]:
+        """(W, H) of the grey copies the flow runs on."""
+        height, width = frame.shape[:2]
+        scale = min(1.0, self.settings.flow_side / max(height, width))
+        return round(width * scale), round(height * scale)
+
     def _warp(self, previous: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``previous`` resampled onto ``current``'s pixels, and where that sample is inside."""
         height, width = current.shape[:2]
         scale = min(1.0, self.settings.flow_side / max(height, width))
-        small = (max(8, round(width * scale)), max(8, round(height * scale)))
+        small = self._flow_size(current)
         grey_now = grey_u8(current, small)
         grey_then = grey_u8(previous, small)
         flow = self._flow.calc(grey_now, grey_then, None)
