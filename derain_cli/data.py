@@ -91,8 +91,8 @@ def resolve_folders(
     Each DATA is a folder of rainy images, or holds ``rainy/`` and ``clean/``. Clean images come
     from ``clean`` (one folder or several) when given, else from the ``clean/`` of each DATA that
     has one; with neither this is a :class:`UsageError` (exit 2), because the adversarial term
-    needs unpaired clean photos. A folder given twice, or inside another one given, is refused: its images would be
-    drawn twice as often.
+    needs unpaired clean photos. A folder given twice, or inside another one given, is refused:
+    its images would be drawn twice as often.
     """
     datas = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
     rainy_dirs = rainy_folders(datas)
