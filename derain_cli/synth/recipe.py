@@ -45,7 +45,7 @@ from typing import Literal
 
 import numpy as np
 
-from derain_cli.synth.bank import TIERS, BankLayer, StreakBank
+from derain_cli.synth.bank import BankLayer, StreakBank, Tier
 
 Blend = Literal["add", "screen", "alpha"]
 
@@ -129,9 +129,10 @@ def _log_u(rng: np.random.Generator, lo: float, hi: float) -> float:
 WIND_LIMITS = ((30.0, 0.45), (60.0, 0.2), (90.0, 0.35))
 
 
-def _wind(rng: np.random.Generator) -> float:
-    """The picture's main streak angle: often near vertical, sometimes slanted, at times any."""
-    limits, weights = zip(*WIND_LIMITS, strict=True)
+def _wind(rng: np.random.Generator, table: tuple[tuple[float, float], ...] = WIND_LIMITS) -> float:
+    """The picture's main streak angle: often near vertical, sometimes slanted, at times any
+    (``table``: (limit, weight) pairs, the angle uniform within the limit drawn)."""
+    limits, weights = zip(*table, strict=True)
     limit = limits[int(rng.choice(len(limits), p=np.array(weights) / sum(weights)))]
     return _u(rng, -limit, limit)
 
@@ -234,22 +235,19 @@ def _photographic(rng: np.random.Generator, scale: float) -> list[PhotoLayer]:
 #: mostly near vertical, sometimes blown or seen by a tilted camera.
 BANK_WIND_LIMITS = ((20.0, 0.6), (45.0, 0.2), (90.0, 0.2))
 #: How often a bank layer keeps each streak-size tier.
-BANK_TIER_WEIGHTS = {"small": 0.3, "middle": 0.3, "large": 0.2, "all": 0.2}
+BANK_TIER_WEIGHTS: dict[Tier, float] = {"small": 0.3, "middle": 0.3, "large": 0.2, "all": 0.2}
 
 
 def _bank(rng: np.random.Generator, scale: float, bank: StreakBank | None) -> list[BankLayer]:
     """One to four bank images, each of one streak-size tier, turned and zoomed together."""
     if bank is None or not len(bank):
         raise ValueError("rain style 'bank' needs a folder of streak images (a streak bank)")
-    limits, weights = zip(*BANK_WIND_LIMITS, strict=True)
-    limit = limits[int(rng.choice(len(limits), p=np.array(weights) / sum(weights)))]
-    angle = _u(rng, -limit, limit)
+    angle = _wind(rng, BANK_WIND_LIMITS)
     tiers = list(BANK_TIER_WEIGHTS)
     tier_p = np.array([BANK_TIER_WEIGHTS[t] for t in tiers])
     layers = []
     for _ in range(int(rng.integers(1, 5))):
         tier = tiers[int(rng.choice(len(tiers), p=tier_p / tier_p.sum()))]
-        assert tier in TIERS
         layers.append(
             BankLayer(
                 source=bank.names[int(rng.integers(0, len(bank)))],
