@@ -39,8 +39,8 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from derain_cli.onnx_export import export_onnx
-    from derain_cli.weights import load_weights
+    from derain_cli.weights.files import load_weights
+    from derain_cli.weights.onnx_export import export_onnx
 
     loaded = load_weights(args.weights)
     with tempfile.TemporaryDirectory() as tmp:

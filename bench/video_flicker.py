@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from derain_cli.imaging import read_image
+from derain_cli.evaluation.metrics import psnr, ssim
+from derain_cli.images.io import read_image
 from derain_cli.inference.engine import Derainer
-from derain_cli.metrics import psnr, ssim
 from derain_cli.synth import photo_scale, render_rain, sample_recipe
 from derain_cli.synth.clip import MOTIONS, Clip, rainy_clip
 from derain_cli.video.consistency import TemporalSettings, TemporalStage
@@ -55,7 +55,7 @@ from derain_cli.video.flicker import (
     warping_error,
 )
 from derain_cli.video.temporal import RecursiveSettings, TemporalFilter
-from derain_cli.weights import load_weights
+from derain_cli.weights.files import load_weights
 
 STYLES = ("streak", "heavy", "drizzle")
 MEASURES = ("psnr", "ssim", "flicker", "static", "moving", "warp")

@@ -39,12 +39,12 @@ import cv2
 import numpy as np
 import torch
 
-from derain_cli.imaging import read_image
+from derain_cli.images.io import read_image
 from derain_cli.inference.engine import Derainer
 from derain_cli.synth.clip import rainy_clip
 from derain_cli.video.consistency import TemporalSettings, TemporalStage
 from derain_cli.video.pipeline import VideoOptions, derain_video
-from derain_cli.weights import load_weights
+from derain_cli.weights.files import load_weights
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25) -> None:

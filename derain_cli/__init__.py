@@ -10,7 +10,7 @@ The Python API, in the manner of diffusers and rembg (see docs/api.md)::
 * :class:`Derainer`: one image at a time (whole or tiled); ``derainer(rgb)`` on float arrays.
 * :func:`derain_video`: one video file to another, with :class:`VideoOptions` (encoder,
   :class:`TemporalSettings`).
-* :func:`load_weights`: weights from any spec, as :class:`~derain_cli.weights.LoadedWeights`.
+* :func:`load_weights`: weights from any spec, as :class:`~derain_cli.weights.files.LoadedWeights`.
 
 Names are imported on first use, so ``import derain_cli`` (and ``derain --version``) stays fast.
 """
@@ -19,20 +19,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from derain_cli._moved import install_old_paths
+from derain_cli.version import __version__
 
 if TYPE_CHECKING:
     from derain_cli.inference.engine import Derainer
     from derain_cli.video.consistency import TemporalSettings
     from derain_cli.video.pipeline import VideoOptions, derain_video
-    from derain_cli.weights import load_weights
+    from derain_cli.weights.files import load_weights
 
 _LAZY = {
     "Derainer": "derain_cli.inference.engine",
     "derain_video": "derain_cli.video.pipeline",
     "VideoOptions": "derain_cli.video.pipeline",
     "TemporalSettings": "derain_cli.video.consistency",
-    "load_weights": "derain_cli.weights",
+    "load_weights": "derain_cli.weights.files",
 }
 __all__ = [
     "Derainer",
@@ -50,3 +51,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+install_old_paths()

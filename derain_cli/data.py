@@ -35,10 +35,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from derain_cli.errors import DerainError, UsageError, setting
-from derain_cli.imaging import READABLE_SUFFIXES
-from derain_cli.tensors import to_model_range
-
-IMAGE_SUFFIXES = READABLE_SUFFIXES  # the same list as derain itself
+from derain_cli.images.formats import READABLE_SUFFIXES
+from derain_cli.images.tensors import to_model_range
 
 # Streams of the seeded generators (kept distinct so the six draws are independent).
 _RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP, _SYNTH_RAIN, _CLEAN_AUGMENT = range(6)
@@ -142,7 +140,7 @@ def list_images(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
     excluded = [e.resolve() for e in exclude]
     found = []
     for path in folder.rglob("*"):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if path.suffix.lower() not in READABLE_SUFFIXES or not path.is_file():
             continue
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
@@ -160,7 +158,7 @@ def probe_image(path: Path) -> str | None:
     enough, since a truncated file would then fail in the middle of the run.
     """
     from derain_cli.errors import ImageError
-    from derain_cli.imaging import read_image
+    from derain_cli.images.io import read_image
 
     try:
         read_image(path, max_megapixels=None)
@@ -196,7 +194,7 @@ def scan_folders(
                     on_skip(path, reason)
         return tuple(good)
 
-    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+    suffixes = ", ".join(sorted(READABLE_SUFFIXES))
     where = ", ".join(str(d) for d in rainy_dirs)
     rainy = readable([p for d in rainy_dirs for p in list_images(d, exclude=clean_dirs)])
     if not rainy:
@@ -250,7 +248,7 @@ def check_crop(
 
 def decode(path: Path) -> np.ndarray:
     """RGB image as float32 H x W x 3 in [0, 1] (EXIF orientation applied)."""
-    from derain_cli.imaging import read_image
+    from derain_cli.images.io import read_image
 
     return read_image(path, max_megapixels=None).rgb
 

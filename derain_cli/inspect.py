@@ -32,8 +32,13 @@ import torch
 
 from derain_cli.config import SamplerConfig
 from derain_cli.errors import UsageError, setting
+from derain_cli.images.tensors import (
+    from_model_range,
+    pixels_to_tensor,
+    tensor_to_pixels,
+    to_model_range,
+)
 from derain_cli.sampling import block_match, grid_shape, random_indices
-from derain_cli.tensors import from_model_range, pixels_to_tensor, tensor_to_pixels, to_model_range
 
 DEFAULT_MAX_SIDE = 512
 ZOOM = 4  # each patch is drawn ZOOM times larger, nearest-neighbour, so pixels stay exact
@@ -427,6 +432,6 @@ def _draw_query_boxes(draw: Any, inspection: Inspection, boxes: list[Box]) -> No
 
 
 def png_bytes(inspection: Inspection) -> bytes:
-    from derain_cli import codecs
+    from derain_cli.images import codecs
 
     return codecs.png_bytes(render(inspection))

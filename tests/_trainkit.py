@@ -77,7 +77,7 @@ def save_spec(folder: Path, arch: str, hparams: dict[str, Any], *, rain: bool = 
     import torch
 
     from derain_cli.nets.registry import build_generator
-    from derain_cli.weights import save_weights
+    from derain_cli.weights.files import save_weights
 
     folder.mkdir(parents=True, exist_ok=True)
     layers = [("G_B", "background", 1)] + ([("G_R", "rain", 2)] if rain else [])

@@ -44,7 +44,7 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from _clikit import HPARAMS
 
     from derain_cli.nets.registry import build_generator
-    from derain_cli.weights import save_weights
+    from derain_cli.weights.files import save_weights
 
     torch.manual_seed(0)
     module = build_generator("nlcl-resnet", HPARAMS)

@@ -12,13 +12,13 @@ import pytest
 from _trainkit import REPO, TINY_S2D, make_dataset, save_spec, tiny_without_generators
 from typer.testing import CliRunner
 
-from derain_cli.checksums import read_sidecar, sha256_file
 from derain_cli.cli.app import app
 from derain_cli.config import NLCLConfig
 from derain_cli.toml_text import dumps_toml
 from derain_cli.train.adapt import adapt, adapt_config, load_recipe
 from derain_cli.train.init_weights import load_init
-from derain_cli.weights import load_weights
+from derain_cli.weights.checksums import read_sidecar, sha256_file
+from derain_cli.weights.files import load_weights
 
 runner = CliRunner()
 

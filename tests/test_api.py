@@ -99,7 +99,7 @@ def test_bad_inputs_and_weights_are_refused(derainer: Derainer, tmp_path: Path) 
 
 
 def test_tensor_conversions_round_trip_and_never_write_into_the_input() -> None:
-    from derain_cli.tensors import from_model_range, pixels_to_tensor, to_model_range
+    from derain_cli.images.tensors import from_model_range, pixels_to_tensor, to_model_range
 
     rgb = np.random.default_rng(2).random((5, 7, 3)).astype(np.float32)
     before = rgb.copy()

@@ -27,7 +27,7 @@ from typer.testing import CliRunner, Result
 from derain_cli.cli import run as run_cli
 from derain_cli.cli.app import app, route
 from derain_cli.errors import UsageError, WeightsError
-from derain_cli.imaging import DEFAULT_MAX_MEGAPIXELS, read_image
+from derain_cli.images.io import DEFAULT_MAX_MEGAPIXELS, read_image
 from derain_cli.inference import batch, engine
 from derain_cli.nets.registry import build_generator
 
@@ -36,7 +36,7 @@ HPARAMS = {"in_channels": 3, "channels": 8, "blocks": 2}
 
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from derain_cli.weights import save_weights
+    from derain_cli.weights.files import save_weights
 
     torch.manual_seed(0)
     module = build_generator("nlcl-resnet", HPARAMS)
@@ -314,7 +314,7 @@ def test_absent_device_is_exit_2(tmp_path: Path, weights_file: Path, device: str
 def test_missing_default_weights_is_exit_2_with_how_to(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from derain_cli.weights import load_weights
+    from derain_cli.weights.files import load_weights
 
     # A registry without a default (the bundled one has one since nlcl-cpu-v1).
     empty = tmp_path / "registry.json"
@@ -337,7 +337,7 @@ def test_missing_default_weights_is_exit_2_with_how_to(
 def test_model_loaded_once_before_any_input(
     tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import derain_cli.weights as weights_module
+    import derain_cli.weights.files as weights_module
 
     events: list[str] = []
     real_load, real_read = weights_module.load_weights, batch.read_image

@@ -132,7 +132,7 @@ def test_closed_stdout_pipe_ends_quietly(
 def test_tiny_tile_is_refused_before_any_work(
     tmp_path: Path, weights_file: Path, tile: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from derain_cli import weights as weights_module
+    from derain_cli.weights import files as weights_module
 
     def no_load(spec: str | None) -> None:
         raise AssertionError("weights loaded despite a refused --tile")
@@ -154,7 +154,7 @@ def test_tiny_tile_is_refused_before_any_work(
 
 
 def test_rain_generator_weights_are_refused(tmp_path: Path) -> None:
-    from derain_cli.weights import save_weights
+    from derain_cli.weights.files import save_weights
 
     torch.manual_seed(0)
     module = build_generator("nlcl-resnet", HPARAMS)

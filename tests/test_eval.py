@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from derain_cli import evaluate as ev
 from derain_cli.cli.app import app, route
+from derain_cli.evaluation import scoring as ev
 
 runner = CliRunner()
 
@@ -115,7 +115,7 @@ def test_cli_limit_skips_unpaired_stems_beyond_it(tmp_path: Path) -> None:
 @pytest.fixture
 def tiny_weights(tmp_path: Path) -> Path:
     from derain_cli.nets.registry import build_generator
-    from derain_cli.weights import save_weights
+    from derain_cli.weights.files import save_weights
 
     hparams = {"in_channels": 3, "channels": 4, "blocks": 1}
     module = build_generator("nlcl-resnet", hparams)
@@ -144,7 +144,7 @@ def test_cli_rows_json_csv_grid_and_save_dir(tmp_path: Path, tiny_weights: Path)
     # The saved outputs are exactly what was scored.
     saved = np.asarray(Image.open(out / "saved" / "tiny" / "a-storm.png"), dtype=np.float32) / 255
     target = np.asarray(Image.open(clean / "a-storm.jpg"), dtype=np.float32) / 255
-    from derain_cli.metrics import psnr
+    from derain_cli.evaluation.metrics import psnr
 
     row = next(r for r in images if r["stem"] == "a-storm")
     assert psnr(saved, target) == pytest.approx(row["psnr"])
@@ -257,7 +257,7 @@ def test_bench_dev_input_row_reproduces_the_anchor(shared: Path) -> None:
 
 def test_csv_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure while writing the CSV left it truncated (test failed before)."""
-    from derain_cli import eval_files
+    from derain_cli.evaluation import files as eval_files
 
     path = tmp_path / "m.csv"
     path.write_text("old\n")

@@ -15,18 +15,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from derain_cli import codecs, imaging
 from derain_cli.errors import ImageError, UsageError
-from derain_cli.imaging import (
+from derain_cli.images import codecs
+from derain_cli.images import io as imaging
+from derain_cli.images.formats import format_for_path
+from derain_cli.images.io import (
     DEFAULT_MAX_MEGAPIXELS,
     Picture,
     encode_image,
-    format_for_path,
-    format_for_picture,
-    lost_on_write,
     read_image,
     write_image,
 )
+from derain_cli.inference.plan import plan_jobs
 
 
 def reopen(data: bytes) -> Image.Image:
@@ -505,7 +505,7 @@ def test_write_into_missing_folder(tmp_path: Path) -> None:
 # --- formats -------------------------------------------------------------------------------------
 
 
-def test_format_helpers() -> None:
+def test_format_helpers(tmp_path: Path) -> None:
     assert format_for_path("a/b.JPEG") == "jpg"
     assert format_for_path("x.tif") == "tiff"
     assert format_for_path(Path("x.webp")) == "webp"
@@ -513,9 +513,11 @@ def test_format_helpers() -> None:
         format_for_path("x.bmp")
     with pytest.raises(UsageError, match="unknown image format"):
         encode_image(read_image(images.rgb_png(2, 2)), np.zeros((2, 2, 3), np.float32), "gif")
-    assert format_for_picture(read_image(images.rgb_jpeg())) == "jpg"
-    gif = images.encode(Image.fromarray(images.pixels8(4, 4)), "GIF")
-    assert format_for_picture(read_image(gif)) == "png"
+    # --format auto keeps a source's own format where it can be written, else PNG.
+    (tmp_path / "a.jpg").write_bytes(images.rgb_jpeg())
+    (tmp_path / "b.gif").write_bytes(images.encode(Image.fromarray(images.pixels8(4, 4)), "GIF"))
+    jobs = plan_jobs(str(tmp_path), str(tmp_path / "out"), fmt="auto")
+    assert sorted(job.fmt for job in jobs) == ["jpg", "png"]
 
 
 def test_explicit_format_overrides_suffix(tmp_path: Path) -> None:
@@ -525,14 +527,15 @@ def test_explicit_format_overrides_suffix(tmp_path: Path) -> None:
     assert reopen(target.read_bytes()).format == "JPEG"
 
 
-def test_lost_on_write_names_what_a_format_cannot_hold() -> None:
+def test_writing_drops_what_a_format_cannot_hold() -> None:
     rgba16 = read_image(images.png16(4))
-    assert lost_on_write(rgba16, "png") == [] and lost_on_write(rgba16, "tiff") == []
-    assert lost_on_write(rgba16, "jpg") == [
-        "alpha channel (dropped)",
-        "16-bit depth (written as 8-bit)",
-    ]
-    assert lost_on_write(rgba16, "webp") == ["16-bit depth (written as 8-bit)"]
+    for fmt in ("png", "tiff"):
+        kept = read_image(encode_image(rgba16, rgba16.rgb, fmt))
+        assert (kept.alpha is not None, kept.bit_depth) == (True, 16)
+    jpg = read_image(encode_image(rgba16, rgba16.rgb, "jpg"))
+    assert (jpg.alpha is None, jpg.bit_depth) == (True, 8)
+    webp = read_image(encode_image(rgba16, rgba16.rgb, "webp"))
+    assert (webp.alpha is not None, webp.bit_depth) == (True, 8)
     gray = read_image(images.gray_png())
-    assert lost_on_write(gray, "webp") == ["grayscale (written as RGB)"]
-    assert lost_on_write(gray, "jpg") == []
+    assert not read_image(encode_image(gray, gray.rgb, "webp")).grayscale
+    assert read_image(encode_image(gray, gray.rgb, "jpg")).grayscale

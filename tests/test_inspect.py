@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from derain_cli import inspect as ins
 from derain_cli.cli.app import app, route
-from derain_cli.weights import rain_weights_beside
+from derain_cli.weights.files import rain_weights_beside
 
 runner = CliRunner()
 REPEATS = [(0, 0), (48, 32), (16, 64)]  # (x, y) top-left corners on the 8-px training grid
@@ -192,7 +192,7 @@ def _save_generator(path: Path, seed: int) -> None:
     import torch
 
     from derain_cli.nets.registry import build_generator
-    from derain_cli.weights import save_weights
+    from derain_cli.weights.files import save_weights
 
     torch.manual_seed(seed)
     hparams = {"in_channels": 3, "channels": 4, "blocks": 1}

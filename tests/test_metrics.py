@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from derain_cli import metrics
+from derain_cli.evaluation import metrics
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
 skimage_data = pytest.importorskip("skimage.data")

@@ -11,9 +11,9 @@ from torch import nn
 
 from derain_cli.config import LossConfig, ModelConfig, SamplerConfig
 from derain_cli.errors import UsageError
+from derain_cli.evaluation.metrics import ssim
 from derain_cli.losses import NLCLObjective
 from derain_cli.losses.supervision import RELATIVE_EPS, ssim_map, synthetic_supervision_loss
-from derain_cli.metrics import ssim
 from derain_cli.sampling import block_match, grid_shape
 
 TINY_MODEL = ModelConfig(

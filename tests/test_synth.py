@@ -12,14 +12,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _recipes import recipe_from_dict
 from images import smooth_photo, streak_bank  # tests/images.py
 from typer.testing import CliRunner
 
-from derain_cli import evaluate
 from derain_cli.cli import synth as synth_cli
 from derain_cli.cli.app import app, route
 from derain_cli.errors import UsageError
-from derain_cli.imaging import read_image
+from derain_cli.evaluation import scoring as evaluate
+from derain_cli.images.io import read_image
 from derain_cli.synth import (
     STYLES,
     RainRecipe,
@@ -29,7 +30,7 @@ from derain_cli.synth import (
     render_rain,
     sample_recipe,
 )
-from derain_cli.synth.pairs import recipe_from_dict, rng_for, write_pairs
+from derain_cli.synth.pairs import rng_for, write_pairs
 from derain_cli.synth.render import streak_alpha
 
 RENDER_STYLES = [s for s in STYLES if s != "mixed"]

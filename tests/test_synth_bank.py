@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _recipes import recipe_from_dict
 from _trainkit import make_dataset, tiny_config
 from images import smooth_photo, streak_bank
 from typer.testing import CliRunner
@@ -38,7 +39,7 @@ from derain_cli.synth import (
     sample_recipe,
 )
 from derain_cli.synth.bank import TIER_AREAS, layer_alpha
-from derain_cli.synth.pairs import recipe_from_dict, rng_for, write_pairs
+from derain_cli.synth.pairs import rng_for, write_pairs
 from derain_cli.synth.render import photo_alpha
 
 

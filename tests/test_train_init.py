@@ -12,7 +12,6 @@ import torch
 from _trainkit import TINY_S2D, make_dataset, save_spec, tiny_config, tiny_without_generators
 from typer.testing import CliRunner
 
-from derain_cli.checksums import sha256_file
 from derain_cli.cli.app import app
 from derain_cli.config import NLCLConfig
 from derain_cli.data import scan_folders
@@ -22,7 +21,8 @@ from derain_cli.train.export import export_run
 from derain_cli.train.init_weights import full_hparams
 from derain_cli.train.loop import Hooks, train
 from derain_cli.train.setup import Run, build_objective
-from derain_cli.weights import load_weights
+from derain_cli.weights.checksums import sha256_file
+from derain_cli.weights.files import load_weights
 
 runner = CliRunner()
 TINY_RESNET = {"channels": 8, "blocks": 2}  # TINY's generators

@@ -123,11 +123,11 @@ def test_default_model_on_a_clip_and_the_filter_steadies_it(tmp_path: Path, shar
     tests/test_default_model.py on the README's example."""
     from videos import write_video
 
-    from derain_cli.imaging import read_image
+    from derain_cli.images.io import read_image
     from derain_cli.inference.engine import Derainer
     from derain_cli.synth.clip import rainy_clip
     from derain_cli.video.flicker import temporal_error
-    from derain_cli.weights import load_weights
+    from derain_cli.weights.files import load_weights
 
     photo = read_image(shared / "data" / "clean" / "ocv-fruits.jpg").rgb
     clip = rainy_clip(photo, np.random.default_rng(5), frames=6, size=(96, 128), motion="object")
@@ -329,7 +329,7 @@ def test_cli_refuses_a_bad_codec_before_loading_weights(tmp_path: Path) -> None:
 
 def test_cli_temporal_is_on_by_default_and_no_temporal_turns_it_off(tmp_path: Path) -> None:
     from derain_cli.inference.engine import Derainer
-    from derain_cli.weights import load_weights
+    from derain_cli.weights.files import load_weights
 
     src = make_video(tmp_path / "clip.mp4", frames=6, audio=False)
     for name, extra in (("default", []), ("independent", ["--no-temporal"])):
@@ -351,7 +351,7 @@ def test_cli_temporal_is_on_by_default_and_no_temporal_turns_it_off(tmp_path: Pa
 
 def test_cli_temporal_window_and_strength_reach_the_library(tmp_path: Path) -> None:
     from derain_cli.inference.engine import Derainer
-    from derain_cli.weights import load_weights
+    from derain_cli.weights.files import load_weights
 
     src = make_video(tmp_path / "clip.mp4", frames=5, audio=False)
     flags = ["--temporal-window", "1", "--temporal-strength", "0.5"]

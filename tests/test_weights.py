@@ -19,13 +19,12 @@ import torch
 from hub_server import HubServer
 from typer.testing import CliRunner
 
-from derain_cli import weights_registry
-from derain_cli.checksums import read_sidecar, sha256_file
 from derain_cli.cli.app import app, route
 from derain_cli.errors import WeightsError
-from derain_cli.hub import HubRef, cached_file, hub_cache_dir, parse_hf_spec
 from derain_cli.nets.registry import build_generator
-from derain_cli.weights import (
+from derain_cli.weights import registry as weights_registry
+from derain_cli.weights.checksums import read_sidecar, sha256_file
+from derain_cli.weights.files import (
     KEY_ARCH,
     KEY_FORMAT,
     KEY_HPARAMS,
@@ -35,6 +34,7 @@ from derain_cli.weights import (
     load_weights,
     save_weights,
 )
+from derain_cli.weights.hub import HubRef, cached_file, hub_cache_dir, parse_hf_spec
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"channels": 8, "blocks": 2}
@@ -499,7 +499,7 @@ def test_wheel_ships_registry_and_lookup_finds_it(tmp_path: Path) -> None:
     assert importlib.metadata.distribution("derain").read_text("RECORD") == record_before
     (site,) = prefix.glob("lib/python*/site-packages")
     probe = (
-        "import derain_cli.weights_registry as w; "
+        "import derain_cli.weights.registry as w; "
         "print(w.__file__); print(w.bundled_dir()); print(len(w.load_registry().aliases))"
     )
     # -S: no site-packages of this venv (nor its editable install); only the installed wheel.

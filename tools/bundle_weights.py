@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", type=Path, default=REPO / "weights")
     args = parser.parse_args(argv)
 
-    from derain_cli.weights import (
+    from derain_cli.weights.files import (
         KEY_ARCH,
         KEY_FORMAT,
         KEY_HPARAMS,
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         load_weights,
         save_weights,
     )
-    from derain_cli.weights_registry import load_registry
+    from derain_cli.weights.registry import load_registry
 
     try:
         benches = {name: json.loads(path.read_text(encoding="utf-8")) for name, path in args.bench}

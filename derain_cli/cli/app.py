@@ -13,8 +13,8 @@ from typing import Any
 
 import typer
 
-from derain_cli import __version__
 from derain_cli.cli import adapt, evaluate, inspect_patches, run, synth, train, weights
+from derain_cli.version import __version__
 
 
 def _hide_flag_types() -> None:

@@ -8,8 +8,9 @@ Forms:
 Exit codes: 0 every paired image scored, 1 some images not scored (listed; the rest is still
 reported), 2 bad usage or weights that cannot be loaded.
 
-The library (:mod:`derain_cli.evaluate`) pairs, runs and aggregates; this module wires options,
-draws the rich table and the progress bar on stderr, and writes ``--json`` (stdout) / ``--csv``.
+The library (:mod:`derain_cli.evaluation.scoring`) pairs, runs and aggregates; this module wires
+options, draws the rich table and the progress bar on stderr, and writes ``--json`` (stdout) /
+``--csv``.
 Metric conventions are in ``docs/evaluation.md``.
 """
 
@@ -33,7 +34,7 @@ from derain_cli.cli.options import (
 from derain_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from derain_cli.evaluate import GridRow, Method, Plan, Report, Score, Summary
+    from derain_cli.evaluation.scoring import GridRow, Method, Plan, Report, Score, Summary
 
 GRID_IMAGES = 4
 
@@ -107,8 +108,8 @@ def command(
 ) -> None:
     """Score models on rainy/clean pairs (PSNR, SSIM, NIQE)."""
     with user_errors(debug):
-        from derain_cli import eval_files
-        from derain_cli import evaluate as ev
+        from derain_cli.evaluation import files as eval_files
+        from derain_cli.evaluation import scoring as ev
         from derain_cli.inference.tiling import check_tile
 
         check_tile(tile)
@@ -154,7 +155,7 @@ def _methods(
     quiet: bool = False,
 ) -> list[Method]:
     """One Method per weights (models loaded once, up front) or the --pred folder."""
-    from derain_cli.evaluate import Method, unique_labels, weights_label
+    from derain_cli.evaluation.scoring import Method, unique_labels, weights_label
 
     if pred is not None:
         # Never "input": that label means "score the rainy image" when --rainy is also given.
@@ -163,7 +164,7 @@ def _methods(
     if not weights:
         return []
     from derain_cli.inference.engine import Derainer
-    from derain_cli.weights import load_weights, require_background
+    from derain_cli.weights.files import load_weights, require_background
 
     methods = []
     labels = unique_labels([weights_label(w) for w in weights])
@@ -183,7 +184,7 @@ def _run(
     """Run the evaluation under a progress bar over images x rows."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from derain_cli.evaluate import evaluate
+    from derain_cli.evaluation.scoring import evaluate
 
     has_input = plan.items[0].rainy is not None
     total = len(plan.items) * (len(methods) + int(has_input))

@@ -104,7 +104,7 @@ def command(
         points = [_parse_point(p) for p in at] if at else None
 
         from derain_cli import inspect as ins
-        from derain_cli.imaging import atomic_write_bytes, read_image
+        from derain_cli.images.io import atomic_write_bytes, read_image
 
         picture = read_image(image)
         decomposition = None
@@ -128,7 +128,7 @@ def _decompose(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """B and R (G_R when found, else None) at search resolution: G_B/G_R run on that copy."""
     from derain_cli import inspect as ins
-    from derain_cli.weights import load_weights, rain_weights_beside, require_background
+    from derain_cli.weights.files import load_weights, rain_weights_beside, require_background
 
     g_b = load_weights(spec)
     require_background(g_b)

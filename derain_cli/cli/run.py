@@ -186,8 +186,8 @@ def command(
 ) -> None:
     """Derain each IN and write the results to OUT."""
     with _unexpected_errors(debug), user_errors(debug), stop_like_interrupt():
-        from derain_cli import imaging
         from derain_cli.atomic import atomic_write_bytes
+        from derain_cli.images import io as imaging
         from derain_cli.inference.batch import plan_jobs, stream_jobs
         from derain_cli.inference.report import LineStream, ReportFile, check_report_path
         from derain_cli.inference.shard import (
@@ -306,9 +306,9 @@ def _load_model(
     quiet: bool,
 ) -> Derain:
     """Load the weights and build the Derainer once, before any input is read."""
-    from derain_cli.hub import download_progress
     from derain_cli.inference.engine import Derainer
-    from derain_cli.weights import load_weights, require_background
+    from derain_cli.weights.files import load_weights, require_background
+    from derain_cli.weights.hub import download_progress
 
     with download_progress(not quiet):
         loaded = load_weights(weights)

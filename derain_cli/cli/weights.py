@@ -46,8 +46,8 @@ def list_cmd(
     """List registered weights: bundled in the package, cached from the Hub, or remote."""
     from rich.table import Table
 
-    from derain_cli.hub import cached_file
-    from derain_cli.weights_registry import load_registry, no_default_message
+    from derain_cli.weights.hub import cached_file
+    from derain_cli.weights.registry import load_registry, no_default_message
 
     with user_errors(debug):
         registry = load_registry()
@@ -109,9 +109,9 @@ def download_cmd(
     debug: DebugOption = False,
 ) -> None:
     """Fetch weights into the local cache (verified by sha256) and print the file's path."""
-    from derain_cli.hub import HF_SCHEME, fetch, parse_hf_spec
-    from derain_cli.weights import fetch_entry
-    from derain_cli.weights_registry import load_registry
+    from derain_cli.weights.files import fetch_entry
+    from derain_cli.weights.hub import HF_SCHEME, fetch, parse_hf_spec
+    from derain_cli.weights.registry import load_registry
 
     with user_errors(debug):
         if name.startswith(HF_SCHEME):
@@ -137,7 +137,7 @@ def convert_cmd(
 ) -> None:
     """Convert a torch .pth state dict into safetensors with derain metadata."""
     from derain_cli.errors import WeightsError
-    from derain_cli.weights import convert_checkpoint
+    from derain_cli.weights.files import convert_checkpoint
 
     with user_errors(debug):
         if dest.suffix.lower() != ".safetensors":
@@ -164,8 +164,8 @@ def export_onnx_cmd(
     with user_errors(debug):
         if output.exists() and not overwrite:
             raise UsageError(f"{output}: exists already (--overwrite replaces it)")
-        from derain_cli.onnx_export import export_onnx
-        from derain_cli.weights import load_weights
+        from derain_cli.weights.files import load_weights
+        from derain_cli.weights.onnx_export import export_onnx
 
         done = export_onnx(load_weights(spec), output, opset=opset, overwrite=True)
     err_console.print(f"wrote {done.path} (opset {done.opset}, {_size(done.path)})")
@@ -214,7 +214,7 @@ def info_cmd(
     """Show a weights file's architecture, hyper-parameters, size, metadata and sha256."""
     from rich.table import Table
 
-    from derain_cli.weights import count_parameters, load_weights
+    from derain_cli.weights.files import count_parameters, load_weights
 
     with user_errors(debug):
         loaded = load_weights(spec)

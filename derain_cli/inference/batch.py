@@ -4,7 +4,7 @@
 :func:`~derain_cli.inference.plan.plan_jobs` made (re-exported here). A background thread decodes
 image ``i + 1`` while the caller's derainer computes image ``i`` (bounded queue, so memory stays at
 a couple of decoded images); results are encoded and written atomically by
-:func:`derain_cli.imaging.write_image`. One :class:`Result` per job comes back, in input order; a
+:func:`derain_cli.images.io.write_image`. One :class:`Result` per job comes back, in input order; a
 file that fails never stops the batch. Nothing here is CLI code, so the library can batch-process
 too. A video job is handed whole to :func:`derain_cli.video.pipeline.derain_video`, which
 streams its frames the same way.
@@ -24,22 +24,17 @@ from typing import IO, TYPE_CHECKING, Literal
 import numpy as np
 
 from derain_cli.errors import DerainError, ImageError, UsageError, setting
-from derain_cli.imaging import (
+from derain_cli.images.formats import SUPPORTED_FORMATS
+from derain_cli.images.io import (
     DEFAULT_MAX_MEGAPIXELS,
     STDIN_NAME,
-    SUPPORTED_FORMATS,
     Picture,
     encode_image,
     read_image,
     write_image,
 )
 from derain_cli.inference.plan import (
-    DEFAULT_SIBLING_SUFFIX,
-    FORMAT_CHOICES,
-    FORMAT_SUFFIXES,
-    INPUT_SUFFIXES,
     STDIO,
-    WRITABLE_SUFFIXES,
     Job,
     plan_jobs,
 )
@@ -48,12 +43,6 @@ if TYPE_CHECKING:
     from derain_cli.video.pipeline import VideoOptions
 
 __all__ = [
-    "DEFAULT_SIBLING_SUFFIX",
-    "FORMAT_CHOICES",
-    "FORMAT_SUFFIXES",
-    "INPUT_SUFFIXES",
-    "STDIO",
-    "WRITABLE_SUFFIXES",
     "Derain",
     "Job",
     "Result",

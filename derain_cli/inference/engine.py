@@ -43,6 +43,8 @@ from torch import fx, nn
 
 from derain_cli import runtime
 from derain_cli.errors import PixelError, UsageError, setting
+from derain_cli.images.pixels import as_float_rgb, check_shape
+from derain_cli.images.tensors import from_model_range, to_model_range
 from derain_cli.inference.arena import (
     HOST_MEMORY_FRACTION,
     HostArena,
@@ -50,7 +52,6 @@ from derain_cli.inference.arena import (
     spill_directory,
 )
 from derain_cli.inference.memory import auto_tile, bytes_per_pixel, fits_untiled
-from derain_cli.inference.pixels import as_float_rgb, check_shape
 from derain_cli.inference.stream_plan import (
     Moments,
     Segment,
@@ -72,11 +73,10 @@ from derain_cli.inference.tiling import (
     strip_tiles,
     with_halo,
 )
-from derain_cli.tensors import from_model_range, to_model_range
 
 
 class HasModule(Protocol):
-    """What the derainer needs from ``derain_cli.weights.LoadedWeights``."""
+    """What the derainer needs from ``derain_cli.weights.files.LoadedWeights``."""
 
     module: nn.Module
 
@@ -122,8 +122,8 @@ MIN_CELL_TILE = 16
 class Derainer:
     """Runs a background generator G_B on images: ``Derainer(weights)(rgb) -> rgb``.
 
-    ``weights`` is a :class:`derain_cli.weights.LoadedWeights` (anything with ``.module``) or a
-    bare ``nn.Module``; the module is put in eval mode and moved to the device once (in place).
+    ``weights`` is a :class:`derain_cli.weights.files.LoadedWeights` (anything with ``.module``)
+    or a bare ``nn.Module``; the module is put in eval mode and moved to the device once (in place).
     ``tile``: None picks a tile size from the free memory for each image (0 = no tiling when it
     fits), 0 never tiles, N uses N x N tiles. ``overlap`` is the width of the feathered overlap
     between tiles (at most a quarter of the tile) for networks without image-statistics norms;
@@ -212,7 +212,7 @@ class Derainer:
         :data:`~derain_cli.inference.tiling.MIN_TILE` pixels, as on the command line.
         """
         from derain_cli.inference.tiling import check_tile
-        from derain_cli.weights import load_weights, require_background
+        from derain_cli.weights.files import load_weights, require_background
 
         check_tile(tile)
         loaded = load_weights(None if spec is None else os.fspath(spec))
@@ -224,7 +224,7 @@ class Derainer:
 
         ``image``: a ``PIL.Image`` or a ``numpy`` array (``uint8``, ``uint16`` or float in [0, 1];
         grey, RGB or RGBA). The result has the same type, dtype, size and channels; alpha passes
-        through untouched and grey stays grey (see :mod:`derain_cli.inference.pixels`).
+        through untouched and grey stays grey (see :mod:`derain_cli.images.pixels`).
         """
         rgb, restore = as_float_rgb(image)
         return restore(self(rgb))

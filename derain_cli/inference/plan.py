@@ -18,17 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derain_cli.errors import UsageError, setting
-from derain_cli.imaging import READABLE_SUFFIXES, SUPPORTED_FORMATS
+from derain_cli.images.formats import (
+    FORMAT_SUFFIXES,
+    READABLE_SUFFIXES,
+    SUPPORTED_FORMATS,
+    WRITABLE_SUFFIXES,
+)
 from derain_cli.video.formats import VIDEO_SUFFIXES, container_for, is_video_name
 
-#: ``--format`` choice -> the suffix it gets when the input's own suffix does not fit.
-FORMAT_SUFFIXES: dict[str, str] = {key: spec.suffixes[0] for key, spec in SUPPORTED_FORMATS.items()}
-#: Output suffixes we can write, mapped to their ``--format`` choice.
-WRITABLE_SUFFIXES: dict[str, str] = {
-    suffix: key for key, spec in SUPPORTED_FORMATS.items() for suffix in spec.suffixes
-}
-#: Suffixes picked up when walking a folder or expanding a glob (others are ignored silently).
-INPUT_SUFFIXES: frozenset[str] = READABLE_SUFFIXES
+#: ``--format`` choices: ``auto`` keeps each input's format where it can be written.
 FORMAT_CHOICES: tuple[str, ...] = ("auto", *SUPPORTED_FORMATS)
 #: ``Job.fmt`` of a video: it keeps its container (``--format`` is for images).
 VIDEO = "video"
@@ -50,7 +48,7 @@ class Job:
 
     input: Path | None
     output: Path | None
-    fmt: str  # a key of imaging.SUPPORTED_FORMATS, or VIDEO
+    fmt: str  # a key of images.formats.SUPPORTED_FORMATS, or VIDEO
 
     @property
     def is_video(self) -> bool:
@@ -351,7 +349,7 @@ def _is_input_name(name: str) -> bool:
     """An image or a video name (hidden files excluded)."""
     if name.startswith("."):
         return False
-    return Path(name).suffix.lower() in INPUT_SUFFIXES or is_video_name(name)
+    return Path(name).suffix.lower() in READABLE_SUFFIXES or is_video_name(name)
 
 
 def _inside(path: Path, folder: Path) -> bool:

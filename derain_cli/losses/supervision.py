@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from derain_cli.metrics import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
+from derain_cli.evaluation.metrics import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW
 
 #: ``eps`` of the relative form, in [-1, 1] units.
 RELATIVE_EPS = 0.02
@@ -55,7 +55,7 @@ RELATIVE_EPS = 0.02
 def ssim_map(a: Tensor, b: Tensor) -> Tensor:
     """Per-channel SSIM of ``a`` and ``b`` ``(N, C, H, W)`` in [-1, 1], at valid positions only
     (``H, W >= SSIM_WINDOW``); differentiable, computed in fp32. The same window and constants
-    as :func:`derain_cli.metrics.ssim`, which scores ``derain eval``."""
+    as :func:`derain_cli.evaluation.metrics.ssim`, which scores ``derain eval``."""
     if a.shape != b.shape or a.ndim != 4:
         raise ValueError(
             f"SSIM needs two (N, C, H, W) tensors of one shape, got {a.shape}, {b.shape}"

@@ -63,7 +63,7 @@ class StreakBank:
     """
 
     def __init__(self, folder: Path | str) -> None:
-        from derain_cli.imaging import READABLE_SUFFIXES
+        from derain_cli.images.formats import READABLE_SUFFIXES
 
         self.folder = Path(folder)
         if not self.folder.is_dir():

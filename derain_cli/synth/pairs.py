@@ -38,14 +38,11 @@ from pathlib import Path
 import numpy as np
 
 from derain_cli.errors import DerainError, ImageError, UsageError, setting
-from derain_cli.imaging import Picture, atomic_write_bytes, read_image, write_image
-from derain_cli.inference.plan import INPUT_SUFFIXES
-from derain_cli.synth.bank import BankLayer, StreakBank
+from derain_cli.images.formats import READABLE_SUFFIXES
+from derain_cli.images.io import Picture, atomic_write_bytes, read_image, write_image
+from derain_cli.synth.bank import StreakBank
 from derain_cli.synth.recipe import (
     STYLES,
-    PhotoLayer,
-    RainRecipe,
-    StreakLayer,
     photo_scale,
     sample_recipe,
 )
@@ -118,7 +115,7 @@ def list_clean_images(source: Path | str | Sequence[Path | str]) -> list[Path]:
     if not found:
         where = ", ".join(str(e) for e in entries)
         raise UsageError(
-            f"{where}: no images found (looked for {', '.join(sorted(INPUT_SUFFIXES))})"
+            f"{where}: no images found (looked for {', '.join(sorted(READABLE_SUFFIXES))})"
         )
     return found
 
@@ -201,33 +198,11 @@ def write_pairs(
     return summary
 
 
-def recipe_from_dict(data: dict[str, object]) -> RainRecipe:
-    """A :class:`RainRecipe` back from its ``recipes.jsonl`` form (``dataclasses.asdict``)."""
-    values = dict(data)
-    layers = values.pop("layers", ())
-    assert isinstance(layers, list | tuple)
-    for key in ("colour", "airlight"):
-        if key in values:
-            values[key] = tuple(values[key])  # type: ignore[arg-type]
-    return RainRecipe(layers=tuple(_layer_from_dict(layer) for layer in layers), **values)  # type: ignore[arg-type]
-
-
-def _layer_from_dict(data: dict[str, object]) -> StreakLayer | PhotoLayer | BankLayer:
-    """A layer back from its ``asdict`` form; its fields tell its kind."""
-    if "source" in data:
-        values = dict(data)
-        values["offset"] = tuple(values["offset"])  # type: ignore[arg-type]
-        return BankLayer(**values)  # type: ignore[arg-type]
-    if "noise" in data:
-        return PhotoLayer(**data)  # type: ignore[arg-type]
-    return StreakLayer(**data)  # type: ignore[arg-type]
-
-
 # --------------------------------------------------------------------------------------------
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower() in INPUT_SUFFIXES
+    return not name.startswith(".") and Path(name).suffix.lower() in READABLE_SUFFIXES
 
 
 def _check_stems(inputs: list[Path]) -> None:

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from derain_cli.atomic import atomic_write_bytes
-from derain_cli.checksums import write_sidecar
 from derain_cli.config import NLCLConfig, TrainConfig
 from derain_cli.data import (
     ImageFolders,
@@ -55,6 +54,7 @@ from derain_cli.train.launch import ProgressFactory, run
 from derain_cli.train.loop import TrainResult
 from derain_cli.train.messages import format_duration
 from derain_cli.train.run_folder import RunPaths
+from derain_cli.weights.checksums import write_sidecar
 
 #: The recipe, shipped inside the package (``configs/adapt.toml`` links to it).
 RECIPE = "presets/adapt.toml"

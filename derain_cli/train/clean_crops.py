@@ -31,7 +31,7 @@ from torch import nn
 
 from derain_cli.atomic import atomic_write_bytes
 from derain_cli.errors import DerainError
-from derain_cli.tensors import to_model_range
+from derain_cli.images.tensors import to_model_range
 
 #: The file in the crops folder that lists every kept crop, where it came from and its score.
 MANIFEST = "crops.json"

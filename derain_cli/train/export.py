@@ -39,7 +39,7 @@ def export_weights(
     ``origin``: what the run started from (``--init``), as ``derain.init`` (JSON).
     """
     from derain_cli.nets.registry import ARCHITECTURES
-    from derain_cli.weights import save_weights
+    from derain_cli.weights.files import save_weights
 
     common = {
         "derain.source": "derain train",

@@ -58,8 +58,8 @@ _LABEL_BAND = 14
 
 
 def save_png(path: Path, image: np.ndarray | Image.Image) -> None:
-    """Atomic PNG write (the project's one PNG writer, :func:`derain_cli.codecs.png_bytes`)."""
-    from derain_cli.codecs import png_bytes
+    """Atomic PNG write (the one PNG writer, :func:`derain_cli.images.codecs.png_bytes`)."""
+    from derain_cli.images.codecs import png_bytes
 
     atomic_write_bytes(path, png_bytes(np.asarray(image)))
 

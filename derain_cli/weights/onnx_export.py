@@ -30,7 +30,7 @@ from torch import nn
 from derain_cli.atomic import atomic_write_bytes
 from derain_cli.errors import UsageError
 from derain_cli.nets.fast import SpaceToDepthGenerator
-from derain_cli.weights import LoadedWeights, require_background
+from derain_cli.weights.files import LoadedWeights, require_background
 
 #: The opset written unless asked otherwise (ONNX 1.13+, onnxruntime 1.14+, TensorRT 8.6+).
 DEFAULT_OPSET = 18

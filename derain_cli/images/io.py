@@ -8,8 +8,8 @@ Decisions (see ``docs/images.md``):
 
 * Pillow reads every file. It cannot represent 16-bit colour (it silently truncates 16-bit RGB,
   RGBA and gray+alpha PNG/TIFF to 8 bits), so those pixels are decoded again with OpenCV, and
-  written with the small PNG/TIFF writers of :mod:`derain_cli.codecs`, which also carry ICC
-  and EXIF (EXIF surgery: :mod:`derain_cli.exif`).
+  written with the small PNG/TIFF writers of :mod:`derain_cli.images.codecs`, which also carry ICC
+  and EXIF (EXIF surgery: :mod:`derain_cli.images.exif`).
 * EXIF orientation is applied to the pixels and the stored EXIF says orientation 1; for JPEG,
   PNG and WebP sources the EXIF bytes are otherwise kept byte for byte (maker notes included).
 * Alpha is never passed to the network and is written back exactly (uint8 or uint16). JPEG has no
@@ -40,9 +40,15 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from derain_cli import atomic
-from derain_cli.codecs import pillow_image, png_bytes, tiff_bytes
-from derain_cli.errors import ImageError, UsageError, setting
-from derain_cli.exif import apply_orientation, exif_bytes, exif_orientation, set_orientation_1
+from derain_cli.errors import ImageError, setting
+from derain_cli.images.codecs import pillow_image, png_bytes, tiff_bytes
+from derain_cli.images.exif import (
+    apply_orientation,
+    exif_bytes,
+    exif_orientation,
+    set_orientation_1,
+)
+from derain_cli.images.formats import SUPPORTED_FORMATS, format_for_path, normalize_format
 
 #: Largest image read by default, in megapixels (width * height / 1e6); ``--max-megapixels``.
 DEFAULT_MAX_MEGAPIXELS: float = 200.0
@@ -60,40 +66,6 @@ _MAGIC_PREFIXES = (
     b"II*\x00",
     b"MM\x00*",
     b"BM",
-)
-
-
-@dataclass(frozen=True)
-class FormatSpec:
-    """What an output format can hold, so encoding can decide what to keep and what to drop."""
-
-    key: str
-    pillow: str
-    suffixes: tuple[str, ...]
-    alpha: bool
-    max_bit_depth: int
-    grayscale: bool
-
-
-#: Output formats: ``--format`` key -> capabilities. The first suffix is the canonical one.
-SUPPORTED_FORMATS: dict[str, FormatSpec] = {
-    "png": FormatSpec("png", "PNG", (".png",), alpha=True, max_bit_depth=16, grayscale=True),
-    "jpg": FormatSpec(
-        "jpg", "JPEG", (".jpg", ".jpeg"), alpha=False, max_bit_depth=8, grayscale=True
-    ),
-    "webp": FormatSpec("webp", "WEBP", (".webp",), alpha=True, max_bit_depth=8, grayscale=False),
-    "tiff": FormatSpec(
-        "tiff", "TIFF", (".tif", ".tiff"), alpha=True, max_bit_depth=16, grayscale=True
-    ),
-}
-_ALIASES = {"jpeg": "jpg", "tif": "tiff"}
-#: Every image suffix the tool reads (any case): the output formats' and those it only reads.
-#: Folders and globs for ``derain``, ``derain train``, ``derain eval`` and ``derain synth`` alike.
-READABLE_SUFFIXES: frozenset[str] = frozenset(
-    {
-        *(suffix for spec in SUPPORTED_FORMATS.values() for suffix in spec.suffixes),
-        *(".jpe", ".jfif", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"),
-    }
 )
 
 
@@ -124,54 +96,6 @@ class Picture:
     @property
     def megapixels(self) -> float:
         return self.rgb.shape[0] * self.rgb.shape[1] / 1e6
-
-
-# ---------------------------------------------------------------------------------------------
-# formats
-
-
-def normalize_format(fmt: str) -> str:
-    """``"JPEG"``, ``"jpeg"``, ``".jpg"`` -> ``"jpg"``; raises UsageError for anything unknown."""
-    key = fmt.lower().lstrip(".")
-    key = _ALIASES.get(key, key)
-    if key not in SUPPORTED_FORMATS:
-        choices = ", ".join(SUPPORTED_FORMATS)
-        raise UsageError(f"unknown image format {fmt!r} (choose one of: {choices})")
-    return key
-
-
-def format_for_path(path: Path | str) -> str:
-    """The output format key implied by a file name's suffix (``photo.JPEG`` -> ``"jpg"``)."""
-    suffix = Path(path).suffix.lower()
-    for key, spec in SUPPORTED_FORMATS.items():
-        if suffix in spec.suffixes:
-            return key
-    known = ", ".join(s for spec in SUPPORTED_FORMATS.values() for s in spec.suffixes)
-    raise UsageError(f"{path}: cannot tell the image format from the suffix (use one of {known})")
-
-
-def format_for_picture(picture: Picture) -> str:
-    """The source's own format when it can be written, else PNG (``--format auto``)."""
-    for key, spec in SUPPORTED_FORMATS.items():
-        if spec.pillow == picture.format:
-            return key
-    return "png"
-
-
-def lost_on_write(picture: Picture, fmt: str) -> list[str]:
-    """What writing ``picture`` as ``fmt`` cannot keep, for the CLI's warning (empty: nothing).
-
-    Mirrors the rules in :func:`encode_image`.
-    """
-    spec = SUPPORTED_FORMATS[normalize_format(fmt)]
-    lost = []
-    if picture.alpha is not None and not spec.alpha:
-        lost.append("alpha channel (dropped)")
-    if picture.bit_depth > spec.max_bit_depth:
-        lost.append(f"16-bit depth (written as {spec.max_bit_depth}-bit)")
-    if picture.grayscale and not spec.grayscale:
-        lost.append("grayscale (written as RGB)")
-    return lost
 
 
 # ---------------------------------------------------------------------------------------------

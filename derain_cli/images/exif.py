@@ -4,7 +4,8 @@ The pixels are turned upright when an image is read, so the EXIF that goes back 
 must say orientation 1, and its embedded preview (the rainy input, in the stored orientation)
 must go. For JPEG, PNG and WebP sources every other byte of the EXIF block is kept (maker notes
 included); a TIFF's EXIF is mixed with its layout tags, so only the metadata is copied. Used by
-:mod:`derain_cli.imaging` (reading) and :mod:`derain_cli.codecs` (the PNG and TIFF writers).
+:mod:`derain_cli.images.io` (reading) and :mod:`derain_cli.images.codecs` (the PNG and TIFF
+writers).
 """
 
 from __future__ import annotations

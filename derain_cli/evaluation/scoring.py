@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from derain_cli import metrics
 from derain_cli.errors import DerainError, UsageError, setting
-from derain_cli.imaging import Picture, read_image, write_image
-from derain_cli.inference.batch import INPUT_SUFFIXES, Derain
+from derain_cli.evaluation import metrics
+from derain_cli.images.formats import READABLE_SUFFIXES
+from derain_cli.images.io import Picture, read_image, write_image
+from derain_cli.inference.batch import Derain
 
 INPUT_LABEL = "input"
 ALL_SETS = "all"
@@ -185,7 +186,7 @@ def list_images(folder: Path, option: str) -> tuple[dict[str, Path], list[Proble
         raise UsageError(f"{option} {folder}: not a folder")
     by_stem: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in INPUT_SUFFIXES:
+        if path.is_file() and path.suffix.lower() in READABLE_SUFFIXES:
             by_stem.setdefault(path.stem, []).append(path)
     problems = [
         Problem(stem, f"{option}: several files share this stem: {', '.join(p.name for p in ps)}")
@@ -278,7 +279,7 @@ def score_image(
     """(PSNR, SSIM, NIQE, colour shift) of one image; full-reference metrics need ``clean``.
 
     NIQE is None for images smaller than two 96x96 blocks. The colour shift
-    (:func:`~derain_cli.metrics.colour_shift`) is always measured on RGB.
+    (:func:`~derain_cli.evaluation.metrics.colour_shift`) is always measured on RGB.
     """
     p = s = n = c = None
     if clean is not None:

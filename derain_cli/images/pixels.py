@@ -4,7 +4,7 @@
 ``H x W``, RGB ``H x W x 3`` or RGBA ``H x W x 4``) or a ``PIL.Image`` and returns float32
 ``H x W x 3`` RGB in [0, 1] with a function that turns a derained result back into the caller's
 type, dtype, channel count and alpha: grey stays grey (the mean of the derained channels), alpha
-passes through untouched. The CLI's own file decoding is :mod:`derain_cli.imaging`; this is for
+passes through untouched. The CLI's own file decoding is :mod:`derain_cli.images.io`; this is for
 people calling :meth:`~derain_cli.inference.engine.Derainer.derain_image` from Python.
 
 Anything else is refused with a :class:`~derain_cli.errors.PixelError` naming what is wrong,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from derain_cli.atomic import atomic_write_bytes
-from derain_cli.evaluate import GridRow, Report, finite_row
+from derain_cli.evaluation.scoring import GridRow, Report, finite_row
 
 CSV_FIELDS = ("method", "set", "stem", "count", "psnr", "ssim", "niqe", "cast", "seconds")
 
@@ -71,6 +71,6 @@ def _fit(draw: object, text: str, width: int) -> str:
 
 def write_grid(path: Path, rows: Sequence[GridRow]) -> None:
     """Save :func:`comparison_grid` as a PNG (atomically, like every image we write)."""
-    from derain_cli.codecs import png_bytes
+    from derain_cli.images.codecs import png_bytes
 
     atomic_write_bytes(path, png_bytes(comparison_grid(rows)))

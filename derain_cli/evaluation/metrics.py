@@ -11,7 +11,7 @@ NIQE (Mittal, Soundararajan and Bovik, "Making a completely blind image quality 
 IEEE SPL 2012) is no-reference: lower means more natural. It follows the authors' MATLAB release
 (and BasicSR's port of it): Y channel rounded to integers, 96x96 blocks, two scales with
 MATLAB's antialiased bicubic ``imresize(., 0.5)`` in between, the published pristine
-multivariate-Gaussian model (``data/niqe_pris_params.npz``, see ``data/NIQE_README.md``).
+multivariate-Gaussian model (``niqe/niqe_pris_params.npz``, see ``niqe/NIQE_README.md``).
 Everything is vectorised over blocks, so a 1024-px photo takes a fraction of a second.
 
 Images come in as the project's convention: float ``H x W x 3`` RGB in [0, 1]. Callers that
@@ -145,7 +145,7 @@ class NiqeModel:
 @cache
 def niqe_model() -> NiqeModel:
     """Load the published pristine parameters shipped with the package."""
-    ref = resources.files("derain_cli") / "data" / "niqe_pris_params.npz"
+    ref = resources.files("derain_cli.evaluation") / "niqe" / "niqe_pris_params.npz"
     with resources.as_file(ref) as path, np.load(path) as data:
         return NiqeModel(
             mu=data["mu_pris_param"].astype(np.float64).ravel(),

@@ -7,7 +7,7 @@
   metadata),
 * the authors' released ``.pth`` checkpoint (a plain state dict, read with
   ``torch.load(weights_only=True)``, so loading never runs code from the file),
-* ``hf://OWNER/REPO[@REVISION][/FILE]`` (see :mod:`derain_cli.hub`).
+* ``hf://OWNER/REPO[@REVISION][/FILE]`` (see :mod:`derain_cli.weights.hub`).
 
 The module is rebuilt with :func:`derain_cli.nets.registry.build_generator` and loaded strictly:
 every tensor must be present with its exact shape. Problems become one-line
@@ -29,13 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from derain_cli import __version__
 from derain_cli.atomic import atomic_write_bytes
-from derain_cli.checksums import read_sidecar, sha256_file, write_sidecar
 from derain_cli.errors import WeightsError, setting
-from derain_cli.hub import HF_SCHEME, fetch, parse_hf_spec
 from derain_cli.nets.registry import build_generator
-from derain_cli.weights_registry import DEFAULT_ALIAS, WeightsEntry, load_registry
+from derain_cli.version import __version__
+from derain_cli.weights.checksums import read_sidecar, sha256_file, write_sidecar
+from derain_cli.weights.hub import HF_SCHEME, fetch, parse_hf_spec
+from derain_cli.weights.registry import DEFAULT_ALIAS, WeightsEntry, load_registry
 
 FORMAT_VERSION = "1"
 KEY_ARCH = "derain.arch"

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from derain_cli.checksums import parse_sidecar, sha256_file
 from derain_cli.errors import WeightsError
+from derain_cli.weights.checksums import parse_sidecar, sha256_file
 
 HF_SCHEME = "hf://"
 DEFAULT_FILENAME = "G_B.safetensors"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from derain_cli.errors import WeightsError, setting
-from derain_cli.hub import HubRef
+from derain_cli.weights.hub import HubRef
 
 DISTRIBUTION = "derain"
 REGISTRY_NAME = "registry.json"
@@ -89,7 +89,7 @@ class Registry:
 
 def source_checkout_dir() -> Path | None:
     """``<repo>/weights`` when ``derain_cli`` runs from a source checkout (editable install)."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     folder = repo / "weights"
     if (repo / "pyproject.toml").is_file() and (folder / REGISTRY_NAME).is_file():
         return folder

@@ -1,7 +1,7 @@
 """The PNG and TIFF writers: 1-4 channels of uint8 or uint16, with ICC and EXIF.
 
 Pillow cannot write 16-bit colour (and its libtiff writer rejects EXIF sub-IFDs), so these small
-writers encode what :func:`derain_cli.imaging.write_image` puts in PNG and TIFF files; every
+writers encode what :func:`derain_cli.images.io.write_image` puts in PNG and TIFF files; every
 other PNG the tool writes (sample grids, comparison grids, patch inspections) goes through
 :func:`png_bytes` too, so there is one PNG writer.
 """
@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from derain_cli.exif import EXIF_HEADER, ORIENTATION_TAG, copy_metadata, tiff_body
+from derain_cli.images.exif import EXIF_HEADER, ORIENTATION_TAG, copy_metadata, tiff_body
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
