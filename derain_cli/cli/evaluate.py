@@ -24,13 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derain_cli.cli.common import err_console, user_errors
-from derain_cli.cli.options import (
-    DeviceOption,
-    Precision,
-    PrecisionOption,
-    TileOption,
-    check_device,
-)
+from derain_cli.cli.options import DeviceOption, Precision, PrecisionOption, TileOption
 from derain_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -112,9 +106,12 @@ def command(
         from derain_cli.evaluation import scoring as ev
         from derain_cli.inference.tiling import check_tile
 
-        check_tile(tile)
         if weights:
-            check_device(device, precision.value)
+            from derain_cli.inference.engine import Derainer
+
+            Derainer.check_settings(device=device, precision=precision.value, tile=tile)
+        else:
+            check_tile(tile)
         if pred is not None and weights:
             raise UsageError("--weights derains --rainy images; it cannot be used with --pred")
         if clean is None and no_niqe:
@@ -164,17 +161,16 @@ def _methods(
     if not weights:
         return []
     from derain_cli.inference.engine import Derainer
-    from derain_cli.weights.files import load_weights, require_background
 
     methods = []
     labels = unique_labels([weights_label(w) for w in weights])
     for label, spec in zip(labels, weights, strict=True):
-        loaded = load_weights(spec)
-        require_background(loaded)
-        derainer = Derainer(loaded, device=device, precision=precision.value, tile=tile)
+        derainer = Derainer.from_pretrained(
+            spec, device=device, precision=precision.value, tile=tile
+        )
         if not quiet:
-            err_console.print(f"{label}: {loaded.source} on {derainer.description}")
-        methods.append(Method(label=label, derain=derainer, description=loaded.source))
+            err_console.print(f"{label}: {derainer.source} on {derainer.description}")
+        methods.append(Method(label=label, derain=derainer, description=derainer.source))
     return methods
 
 

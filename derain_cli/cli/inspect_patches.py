@@ -128,14 +128,8 @@ def _decompose(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """B and R (G_R when found, else None) at search resolution: G_B/G_R run on that copy."""
     from derain_cli import inspect as ins
-    from derain_cli.weights.files import load_weights, rain_weights_beside, require_background
 
-    g_b = load_weights(spec)
-    require_background(g_b)
-    if rain_spec is None:
-        beside = rain_weights_beside(spec)
-        rain_spec = str(beside) if beside is not None else None
-    g_r = load_weights(rain_spec) if rain_spec is not None else None
+    g_b, g_r = ins.load_generators(spec, rain_spec)
     err_console.print(f"G_B: {g_b.source}; G_R: {g_r.source if g_r else 'none (R = O - B)'}")
     h, w = rgb.shape[:2]
     small = ins.resize_for_search(rgb, ins.search_scale(h, w, max_side or None))

@@ -29,10 +29,3 @@ TileOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-def check_device(device: str, precision: str) -> None:
-    """Refuse an absent device or an impossible precision before anything is loaded."""
-    from derain_cli import runtime
-
-    runtime.resolve_dtype(precision, runtime.resolve_device(device))

@@ -23,13 +23,7 @@ import typer
 from rich.text import Text
 
 from derain_cli.cli.common import err_console, print_error, user_errors
-from derain_cli.cli.options import (
-    DeviceOption,
-    Precision,
-    PrecisionOption,
-    TileOption,
-    check_device,
-)
+from derain_cli.cli.options import DeviceOption, Precision, PrecisionOption, TileOption
 from derain_cli.cli.signals import describe, exit_status, stop_like_interrupt
 from derain_cli.errors import DerainError, UsageError
 
@@ -186,29 +180,25 @@ def command(
 ) -> None:
     """Derain each IN and write the results to OUT."""
     with _unexpected_errors(debug), user_errors(debug), stop_like_interrupt():
-        from derain_cli.atomic import atomic_write_bytes
-        from derain_cli.images import io as imaging
+        from derain_cli.images.io import DEFAULT_MAX_MEGAPIXELS
         from derain_cli.inference.batch import plan_jobs, stream_jobs
+        from derain_cli.inference.engine import Derainer
         from derain_cli.inference.report import LineStream, ReportFile, check_report_path
-        from derain_cli.inference.shard import (
-            merge_parts,
-            part_path,
-            remove_old_parts,
-            shard_from_env,
-            take,
-        )
-        from derain_cli.inference.tiling import check_tile
+        from derain_cli.inference.shard import ShardedReport, shard_from_env, take
         from derain_cli.inference.writable import check_output_folders
+        from derain_cli.torchrun import pin_local_gpu
         from derain_cli.video.consistency import TemporalSettings
         from derain_cli.video.formats import Encoder, check_encoder
         from derain_cli.video.pipeline import VideoOptions
 
         if skip_existing and overwrite:
             raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
-        check_tile(tile)
+        overlap_px = 32 if overlap is None else overlap
+        Derainer.check_settings(
+            device=device, precision=precision.value, tile=tile, overlap=overlap_px
+        )
         if overlap is not None and tile and overlap > tile // 4 and not quiet:
             _note(f"--overlap {overlap}: capped at {tile // 4} px, a quarter of --tile {tile}")
-        check_device(device, precision.value)
         encoder = Encoder(codec, crf)
         check_encoder(encoder)
         defaults = TemporalSettings()
@@ -234,26 +224,25 @@ def command(
         if as_json and writes_stdout:
             raise UsageError("--json and -o - both want stdout; use --report FILE instead")
         if max_megapixels is None:
-            limit: float | None = imaging.DEFAULT_MAX_MEGAPIXELS
+            limit: float | None = DEFAULT_MAX_MEGAPIXELS
         else:
             limit = max_megapixels or None
 
+        sharded = ShardedReport(report, shard, planned) if report is not None else None
         if report is not None:
             check_report_path(report, planned)
         check_output_folders(jobs, overwrite=overwrite)
         if shard.active:
-            _pick_local_gpu(device, shard.local_rank)
-            if report is not None:
-                remove_old_parts(report, shard)
+            pin_local_gpu(device, shard.local_rank)
+            if sharded is not None:
+                sharded.begin()
             if not jobs:  # more processes than files: nothing to do here
-                if report is not None:
-                    atomic_write_bytes(part_path(report, shard, planned), b"")
-                    merge_parts(report, shard, planned)
+                if sharded is not None:
+                    sharded.write_empty()
+                    sharded.merge()
                 return
 
-        derainer = _load_model(
-            weights, device, precision, tile, 32 if overlap is None else overlap, quiet
-        )
+        derainer = _load_model(weights, device, precision, tile, overlap_px, quiet)
         frames = _FrameBars()
         results = stream_jobs(
             jobs,
@@ -268,8 +257,8 @@ def command(
             on_frame=frames.tick,
         )
         sinks: list[LineStream | ReportFile] = [LineStream(sys.stdout, "stdout")] if as_json else []
-        if report is not None:
-            sinks.append(ReportFile(part_path(report, shard, planned) if shard.active else report))
+        if sharded is not None:
+            sinks.append(ReportFile(sharded.path))
         failed = 0
         try:
             failed = _consume(
@@ -282,19 +271,10 @@ def command(
             )
         finally:
             failed += _close_sinks(sinks)
-        if report is not None and shard.active and merge_parts(report, shard, planned):
-            if not quiet:
-                err_console.print(f"derain: merged the report of {shard.world} processes: {report}")
+        if sharded is not None and sharded.merge() and not quiet:
+            err_console.print(f"derain: merged the report of {shard.world} processes: {report}")
     if failed:
         raise typer.Exit(1)
-
-
-def _pick_local_gpu(device: str, local_rank: int) -> None:
-    """Under torchrun, ``auto``/``cuda`` mean this process's own GPU (``LOCAL_RANK``)."""
-    import torch
-
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
 
 
 def _load_model(
@@ -307,18 +287,15 @@ def _load_model(
 ) -> Derain:
     """Load the weights and build the Derainer once, before any input is read."""
     from derain_cli.inference.engine import Derainer
-    from derain_cli.weights.files import load_weights, require_background
     from derain_cli.weights.hub import download_progress
 
     with download_progress(not quiet):
-        loaded = load_weights(weights)
-    require_background(loaded)
-    derainer = Derainer(
-        loaded, device=device, precision=precision.value, tile=tile, overlap=overlap
-    )
+        derainer = Derainer.from_pretrained(
+            weights, device=device, precision=precision.value, tile=tile, overlap=overlap
+        )
     if not quiet:
         err_console.print(
-            Text.assemble(("derain: ", "bold"), f"{loaded.source} on {derainer.description}")
+            Text.assemble(("derain: ", "bold"), f"{derainer.source} on {derainer.description}")
         )
     return derainer
 

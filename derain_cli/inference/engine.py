@@ -65,9 +65,11 @@ from derain_cli.inference.stream_plan import (
     only_input,
 )
 from derain_cli.inference.tiling import (
+    MIN_TILE,
     Blender,
     Box,
     InPlaceWrite,
+    check_tile,
     in_place_schedule,
     plan_tiles,
     strip_tiles,
@@ -148,22 +150,19 @@ class Derainer:
         module = weights if isinstance(weights, nn.Module) else getattr(weights, "module", None)
         if not isinstance(module, nn.Module):
             raise TypeError(f"expected LoadedWeights or nn.Module, got {type(weights).__name__}")
-        if tile is not None and tile < 0:
-            raise UsageError(
-                f"{setting('tile')} {tile}: must be 0 (off) or a positive number of pixels"
-            )
-        if overlap < 0:
-            raise UsageError(f"{setting('overlap')} {overlap}: must be >= 0")
+        self.device, self.dtype = self.check_settings(
+            device=device, precision=precision, tile=tile, overlap=overlap, smallest_tile=1
+        )
         if host_memory is not None and host_memory < 0:
             raise UsageError(f"host memory budget {host_memory}: must be >= 0 bytes")
-        self.device = runtime.resolve_device(device)
-        self.dtype = runtime.resolve_dtype(precision, self.device)
         self.tile = tile
         self.overlap = overlap
         self.host_memory = host_memory if host_memory is not None else host_memory_from_env()
         #: Whether the last streamed run kept its buffers in memory-mapped files.
         self.spilled = False
         self.arch: str = str(getattr(weights, "arch", type(module).__name__))
+        #: Where the weights came from (a file, a registered name, ``hf://``), or the module's type.
+        self.source: str = str(getattr(weights, "source", type(module).__name__))
         self.description = runtime.describe(self.device, self.dtype)
         module.eval()
         self.stream_plan: StreamPlan | None
@@ -193,6 +192,29 @@ class Derainer:
 
     # ----------------------------------------------------------------------- public
 
+    @staticmethod
+    def check_settings(
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: int | None = None,
+        overlap: int = 32,
+        smallest_tile: int = MIN_TILE,
+    ) -> tuple[torch.device, torch.dtype]:
+        """Check a derainer's settings before anything is loaded; the device and dtype they give.
+
+        The one rule for every way in: ``tile`` is None (from free memory), 0 (off) or at least
+        ``smallest_tile`` pixels (:data:`~derain_cli.inference.tiling.MIN_TILE` for weights a user
+        names: :meth:`from_pretrained` and the command line; the constructor, handed a module,
+        accepts any positive tile), ``overlap`` is not negative, and the device is present and
+        supports the precision (:mod:`derain_cli.runtime`).
+        """
+        check_tile(tile, smallest=smallest_tile)
+        if overlap < 0:
+            raise UsageError(f"{setting('overlap')} {overlap}: must be >= 0")
+        resolved = runtime.resolve_device(device)
+        return resolved, runtime.resolve_dtype(precision, resolved)
+
     @classmethod
     def from_pretrained(
         cls,
@@ -208,13 +230,12 @@ class Derainer:
         ``"default"`` (or ``None``) is the bundled default model; else a registered name, a
         ``.safetensors`` file, the authors' ``.pth`` checkpoint, or ``hf://OWNER/REPO[@REV][/FILE]``
         (downloaded once into the cache, verified). Weights that are not a background generator
-        G_B are refused (:class:`~derain_cli.errors.WeightsError`). ``tile`` is refused below
-        :data:`~derain_cli.inference.tiling.MIN_TILE` pixels, as on the command line.
+        G_B are refused (:class:`~derain_cli.errors.WeightsError`). The settings are checked
+        (:meth:`check_settings`) before the weights are read.
         """
-        from derain_cli.inference.tiling import check_tile
         from derain_cli.weights.files import load_weights, require_background
 
-        check_tile(tile)
+        cls.check_settings(device=device, precision=precision, tile=tile, overlap=overlap)
         loaded = load_weights(None if spec is None else os.fspath(spec))
         require_background(loaded)
         return cls(loaded, device=device, precision=precision, tile=tile, overlap=overlap)

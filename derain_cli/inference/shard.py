@@ -28,6 +28,7 @@ from pathlib import Path
 from derain_cli.atomic import atomic_write_bytes
 from derain_cli.errors import UsageError
 from derain_cli.inference.plan import Job
+from derain_cli.torchrun import rank_env
 
 
 @dataclass(frozen=True)
@@ -44,20 +45,9 @@ class Shard:
 
 def shard_from_env(env: Mapping[str, str] | None = None) -> Shard:
     """``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` as torchrun sets them (one process if absent)."""
-    env = os.environ if env is None else env
-    values: dict[str, int] = {}
-    for key, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)):
-        raw = env.get(key, "")
-        try:
-            values[key] = int(raw) if raw.strip() else default
-        except ValueError:
-            raise UsageError(f"{key}={raw!r} in the environment is not an integer") from None
-    rank, world = values["RANK"], values["WORLD_SIZE"]
-    if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"RANK={rank}, WORLD_SIZE={world} in the environment: need 0 <= RANK < "
-                         "WORLD_SIZE")  # fmt: skip
-    return Shard(rank=rank, world=world, local_rank=max(values["LOCAL_RANK"], 0),
-                 run_id=env.get("TORCHELASTIC_RUN_ID", ""))  # fmt: skip
+    ranks = rank_env(env)
+    return Shard(rank=ranks.rank, world=ranks.world, local_rank=max(ranks.local_rank or 0, 0),
+                 run_id=ranks.run_id)  # fmt: skip
 
 
 def take(jobs: Sequence[Job], shard: Shard) -> list[Job]:
@@ -126,3 +116,36 @@ def merge_parts(report: Path, shard: Shard, jobs: Sequence[Job]) -> bool:
     finally:
         lock.unlink(missing_ok=True)
     return True
+
+
+@dataclass(frozen=True)
+class ShardedReport:
+    """``--report FILE`` for this process: its own file, and the merge when every rank is done.
+
+    One process writes ``report`` itself. Under torchrun each rank writes its part (removing its
+    parts of earlier runs first: :meth:`begin`), and :meth:`merge` puts the report together once
+    every part is there.
+    """
+
+    report: Path
+    shard: Shard
+    planned: Sequence[Job]
+
+    @property
+    def path(self) -> Path:
+        """Where this process writes its lines."""
+        if not self.shard.active:
+            return self.report
+        return part_path(self.report, self.shard, self.planned)
+
+    def begin(self) -> None:
+        if self.shard.active:
+            remove_old_parts(self.report, self.shard)
+
+    def write_empty(self) -> None:
+        """This rank had no jobs (more processes than files): an empty part, so others merge."""
+        atomic_write_bytes(self.path, b"")
+
+    def merge(self) -> bool:
+        """Whether this process merged every rank's part into the report (:func:`merge_parts`)."""
+        return self.shard.active and merge_parts(self.report, self.shard, self.planned)

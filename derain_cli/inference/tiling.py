@@ -32,9 +32,18 @@ from derain_cli.errors import UsageError, setting
 MIN_TILE = 64
 
 
-def check_tile(tile: int | None) -> None:
-    """Refuse a tile side below :data:`MIN_TILE` (None = automatic and 0 = off are fine)."""
-    if tile is not None and 0 < tile < MIN_TILE:
+def check_tile(tile: int | None, *, smallest: int = MIN_TILE) -> None:
+    """Refuse a negative tile side, or one below ``smallest`` pixels (None = automatic, 0 = off).
+
+    ``smallest`` is :data:`MIN_TILE` wherever weights are named by a user (the command line and
+    :meth:`~derain_cli.inference.engine.Derainer.from_pretrained`); a derainer built around a
+    module by hand may tile it as finely as it likes (``smallest=1``).
+    """
+    if tile is not None and tile < 0:
+        raise UsageError(
+            f"{setting('tile')} {tile}: must be 0 (off) or a positive number of pixels"
+        )
+    if tile is not None and 0 < tile < smallest:
         raise UsageError(
             f"{setting('tile')} {tile}: too small; tiles are at least {MIN_TILE} pixels (below "
             "that the context read around each tile dominates and a run takes hours); "

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from derain_cli.errors import UsageError, setting
+from derain_cli.torchrun import rank_env
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class DistContext:
 
 def under_launcher() -> bool:
     """True when torchrun (or another launcher) set up the rank environment."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    return rank_env().launched
 
 
 def check_gpus(device: torch.device, gpus: int) -> None:
@@ -90,8 +91,9 @@ def init_process_group(
 
 def context_from_env(base: torch.device) -> DistContext:
     """torchrun: RANK, WORLD_SIZE, LOCAL_RANK (and MASTER_ADDR/PORT) come from the environment."""
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    ranks = rank_env()
+    rank, world = ranks.rank, ranks.world
+    local_rank = ranks.local_rank if ranks.local_rank is not None else rank
     if world == 1:
         device = torch.device("cuda", local_rank) if base.type == "cuda" else base
         return DistContext(rank=0, world=1, local_rank=local_rank, device=device)
