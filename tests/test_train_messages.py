@@ -52,13 +52,13 @@ def test_durations_read_like_estimates() -> None:
 def test_eta_follows_the_current_speed_after_a_slower_phase_begins(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from derain_cli.cli import train as train_cli
+    from derain_cli.train import progress as train_progress
 
     clock = [0.0]
-    monkeypatch.setattr(train_cli, "time", SimpleNamespace(monotonic=lambda: clock[0]))
-    progress = train_cli.RichProgress()
+    monkeypatch.setattr(train_progress, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    progress = train_progress.RichProgress()
     progress.interactive = False
-    monkeypatch.setattr(train_cli.err_console, "print", lambda *a, **k: None)
+    monkeypatch.setattr(train_progress.err_console, "print", lambda *a, **k: None)
     progress.start(0, 1100)
     for step in range(50, 601, 50):  # the fast phase: 10 steps/s
         clock[0] += 5.0

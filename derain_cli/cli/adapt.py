@@ -98,11 +98,11 @@ def command(
 ) -> None:
     """Adapt the default model to a folder of your own rainy photos, without clean versions."""
     with user_errors(debug, ADAPT_FLAGS):
-        from derain_cli.cli.train import RichProgress
         from derain_cli.durations import parse_duration
         from derain_cli.errors import UsageError
         from derain_cli.toml_text import parse_override
         from derain_cli.train.adapt import adapt
+        from derain_cli.train.progress import RichProgress
 
         limit_s = None
         if time_limit is not None:

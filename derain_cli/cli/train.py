@@ -11,111 +11,17 @@ import shlex
 import signal
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from derain_cli.cli.common import err_console, fail, user_errors
-from derain_cli.config import NLCLConfig, TrainConfig
+from derain_cli.config import TrainConfig
 
 #: Shown in --help; the values themselves live in the config (one place for every default).
 _DEFAULTS = TrainConfig()
-
-
-#: The terms a plain log line shows, by short name (every term is in the run's metrics.jsonl).
-SHORT_TERMS = (
-    ("g_total", "G"),
-    ("d_total", "D"),
-    ("g_adv", "adv"),
-    ("g_consistency", "cons"),
-    ("g_rain_l1", "sparse"),
-    ("g_layer_contrast", "layer"),
-    ("g_location_contrast", "loc"),
-    ("g_lowfreq", "lowfreq"),
-    ("g_synthetic", "syn"),
-)
-
-#: The ETA's speed comes from the last few log points, not the whole run: a run's phases differ in
-#: speed (configs/cpu-default.toml's supervised-only steps are about four times faster than its
-#: full steps), and a mean since the start promised too early an end once the slow phase began.
-ETA_WINDOW = 5
-
-
-class RichProgress:
-    """Live display on a terminal (step, ETA, images/s, each loss); plain lines otherwise."""
-
-    def __init__(self, command: str = "train") -> None:
-        self.command = command  # notes read "derain COMMAND: ..."
-        self.total = 0
-        self.first = 0
-        self.live: Any = None
-        self.interactive = err_console.is_terminal
-        self.marks: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW + 1)
-
-    def start(self, step: int, total: int) -> None:
-        self.first, self.total = step, total
-        self.marks.clear()
-        self.marks.append((step, time.monotonic()))
-        if self.interactive:
-            from rich.live import Live
-
-            self.live = Live(
-                self._render({"step": step}), console=err_console, refresh_per_second=4
-            )
-            self.live.start()
-
-    def update(self, record: Mapping[str, Any]) -> None:
-        self.marks.append((int(record.get("step", self.first)), time.monotonic()))
-        if self.live is not None:
-            self.live.update(self._render(record))
-        else:
-            err_console.print(self._line(record), markup=False, highlight=False)
-
-    def note(self, text: str) -> None:
-        err_console.print(f"derain {self.command}: {text}", markup=False, highlight=False)
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
-            self.live = None
-
-    def _eta(self, record: Mapping[str, Any]) -> str:
-        """Time left at the speed of the last ``ETA_WINDOW`` log intervals."""
-        step = int(record.get("step", self.first))
-        if len(self.marks) < 2 or self.marks[-1][0] <= self.marks[0][0]:
-            return "?"
-        (old_step, old_time), (new_step, new_time) = self.marks[0], self.marks[-1]
-        rate = (new_step - old_step) / max(new_time - old_time, 1e-9)
-        seconds = int(max(self.total - step, 0) / rate)
-        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-    def _line(self, record: Mapping[str, Any]) -> str:
-        terms = "  ".join(f"{short} {record[k]:.4g}" for k, short in SHORT_TERMS if k in record)
-        return (
-            f"step {record.get('step')}/{self.total}  eta {self._eta(record)}  "
-            f"{record.get('images_per_s', 0):.1f} img/s  lr {record.get('lr', 0):.1e}  {terms}"
-        )
-
-    def _render(self, record: Mapping[str, Any]) -> Any:
-        from rich.table import Table
-
-        table = Table.grid(padding=(0, 2))
-        step = int(record.get("step", 0))
-        width = 30
-        filled = int(width * step / max(1, self.total))
-        table.add_row(
-            f"[bold]step[/] {step}/{self.total}",
-            "[green]" + "#" * filled + "[/]" + "." * (width - filled),
-            f"[bold]eta[/] {self._eta(record)}",
-            f"{record.get('images_per_s', 0):.1f} img/s",
-        )
-        losses = [(k, v) for k, v in record.items() if k.startswith(("d_", "g_"))]
-        for i in range(0, len(losses), 4):
-            table.add_row(*(f"{k} {v:.4g}" for k, v in losses[i : i + 4]))
-        return table
 
 
 def command(
@@ -261,28 +167,15 @@ def _run(
 ) -> None:
     from derain_cli.errors import UsageError
     from derain_cli.toml_text import parse_override
+    from derain_cli.train.run_config import resolve_config
 
     changes = dict(parse_override(text) for text in overrides)
     changes |= {k: v for k, v in flags.items() if v is not None}
-
-    def resolved(base: NLCLConfig) -> NLCLConfig:
-        return base.with_overrides(changes, source="command line") if changes else base
-
     if out is None and resume:
         raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
-    saved = _saved_config(out, resume)
-    if saved is not None:
-        from derain_cli.train.setup import check_resume_config
-
-        # The checkpoint's generators stand in for its --init weights, which are not read again.
-        base = _architecture_base(saved) if saved.train.init else NLCLConfig()
-        if config_file:
-            requested = resolved(NLCLConfig.load(config_file, base=base))
-        else:
-            requested = resolved(saved)
-        check_resume_config(saved, requested)
-    else:
-        requested = _resolve_new(config_file, changes, resolved)
+    requested = resolve_config(
+        out=out, resume=resume, config_file=config_file, changes=changes, note=_note
+    )
     if print_config:
         sys.stdout.write(requested.dumps_toml())
         return
@@ -293,6 +186,7 @@ def _run(
 
     from derain_cli.data import check_crop, scan_folders
     from derain_cli.train.launch import run
+    from derain_cli.train.progress import RichProgress
 
     def warn(path: Path, reason: str) -> None:
         err_console.print(f"derain train: warning: {path}: skipped ({reason})", markup=False)
@@ -345,58 +239,9 @@ def _run(
     )
 
 
-def _resolve_new(
-    config_file: Path | None,
-    changes: Mapping[str, Any],
-    resolved: Callable[[NLCLConfig], NLCLConfig],
-) -> NLCLConfig:
-    """The config of a new run: defaults < the --init weights' architecture < --config < --set <
-    options; with --init, checked against the weights before any work."""
-    spec = changes.get("train.init")
-    if spec is None:
-        spec = NLCLConfig.load(config_file).train.init if config_file else ""
-    if not spec:
-        return resolved(NLCLConfig.load(config_file) if config_file else NLCLConfig())
-    from derain_cli.train.init_weights import architecture_overrides, check_init, load_init
-
-    init = load_init(str(spec))
-    base = NLCLConfig().with_overrides(architecture_overrides(init), source=f"--init {spec}")
-    requested = resolved(NLCLConfig.load(config_file, base=base) if config_file else base)
-    check_init(requested, init)
-    return requested
-
-
-def _architecture_base(saved: NLCLConfig) -> NLCLConfig:
-    """Defaults with a checkpoint's generators: the layer its --init put under the config."""
-    from derain_cli.train.init_weights import architecture_of
-
-    return NLCLConfig().with_overrides(architecture_of(saved), source="the checkpoint")
+def _note(text: str) -> None:
+    err_console.print(f"derain train: {text}", markup=False)
 
 
 def _names(folders: tuple[Path, ...]) -> str:
     return ", ".join(str(folder) for folder in folders)
-
-
-def _saved_config(out: Path | None, resume: bool) -> Any:
-    """The config in ``out``'s checkpoint when resuming; refuse to overwrite a run otherwise."""
-    from derain_cli.config import NLCLConfig
-    from derain_cli.errors import UsageError
-    from derain_cli.train.checkpoint import load_checkpoint
-    from derain_cli.train.run_folder import RunPaths
-
-    if out is None:
-        return None
-    checkpoint = RunPaths(out).checkpoint
-    if not checkpoint.is_file():
-        if resume:
-            err_console.print(
-                f"derain train: no checkpoint in {out} yet; starting a new run", markup=False
-            )
-        return None
-    if not resume:
-        raise UsageError(
-            f"{out}: already holds a training run; pass --resume to continue it "
-            "or choose another --out"
-        )
-    state = load_checkpoint(checkpoint)
-    return NLCLConfig.from_dict(state["config"], source=str(checkpoint))
