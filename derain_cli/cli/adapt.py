@@ -15,6 +15,14 @@ from typing import Annotated
 import typer
 
 from derain_cli.cli.common import ADAPT_FLAGS, err_console, user_errors
+from derain_cli.cli.options import (
+    DebugOption,
+    clean_option,
+    config_option,
+    init_option,
+    overwrite_option,
+    set_option,
+)
 
 
 def command(
@@ -48,20 +56,15 @@ def command(
     ] = None,
     clean: Annotated[
         list[Path] | None,
-        typer.Option(
-            "--clean",
-            metavar="DIR",
-            help="Unpaired clean photos (repeatable). Default: RAINY_DIR/clean, else the rainy "
-            "photos' least-rainy crops.",
-            show_default=False,
+        clean_option(
+            "Unpaired clean photos (repeatable). Default: RAINY_DIR/clean, else the rainy "
+            "photos' least-rainy crops."
         ),
     ] = None,
     init: Annotated[
         str,
-        typer.Option(
-            "--init",
-            metavar="SPEC",
-            help="The weights to adapt: a registered name, a .safetensors/.pth file or hf://...",
+        init_option(
+            "The weights to adapt: a registered name, a .safetensors/.pth file or hf://..."
         ),
     ] = "default",
     run_dir: Annotated[
@@ -74,27 +77,16 @@ def command(
             show_default=False,
         ),
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing output.")
-    ] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace an existing output.")] = False,
     config_file: Annotated[
         Path | None,
-        typer.Option(
-            "--config",
-            metavar="FILE",
-            help="A recipe other than the built-in one (derain train's config keys).",
-            show_default=False,
-        ),
+        config_option("A recipe other than the built-in one (derain train's config keys)."),
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Change one key of the recipe, e.g. --set train.lr=5e-5.",
-        ),
+        set_option("Change one key of the recipe, e.g. --set train.lr=5e-5."),
     ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Adapt the default model to a folder of your own rainy photos, without clean versions."""
     with user_errors(debug, ADAPT_FLAGS):

@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derain_cli.cli.common import err_console, user_errors
-from derain_cli.cli.options import DeviceOption, Precision, PrecisionOption, TileOption
+from derain_cli.cli.options import (
+    DebugOption,
+    DeviceOption,
+    Precision,
+    PrecisionOption,
+    TileOption,
+    json_option,
+    quiet_option,
+    weights_option,
+)
 from derain_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -46,11 +55,9 @@ def command(
     ] = None,
     weights: Annotated[
         list[str] | None,
-        typer.Option(
-            metavar="SPEC",
-            help="Weights to evaluate (repeat for several): a name, a .safetensors or .pth file, "
-            "or hf://OWNER/REPO\\[@REV]\\[/FILE]. One table row each.",
-            show_default=False,
+        weights_option(
+            "Weights to evaluate (repeat for several): a name, a .safetensors or .pth file, "
+            "or hf://OWNER/REPO\\[@REV]\\[/FILE]. One table row each."
         ),
     ] = None,
     rgb: Annotated[
@@ -59,9 +66,7 @@ def command(
     per_image: Annotated[
         bool, typer.Option("--per-image", help="Also show one table row per image.")
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the full report as JSON on stdout.")
-    ] = False,
+    as_json: Annotated[bool, json_option("Print the full report as JSON on stdout.")] = False,
     csv_path: Annotated[
         Path | None,
         typer.Option("--csv", metavar="FILE", help="Write means and per-image rows as CSV."),
@@ -91,14 +96,12 @@ def command(
     no_niqe: Annotated[bool, typer.Option("--no-niqe", help="Skip NIQE (faster).")] = False,
     quiet: Annotated[
         bool,
-        typer.Option(
-            "-q",
-            "--quiet",
-            help="No progress bar, model lines or table (errors and unscored images are still "
-            "shown); read the scores from --json or --csv.",
+        quiet_option(
+            "No progress bar, model lines or table (errors and unscored images are still "
+            "shown); read the scores from --json or --csv."
         ),
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Score models on rainy/clean pairs (PSNR, SSIM, NIQE)."""
     with user_errors(debug):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from derain_cli.cli.common import err_console, user_errors
+from derain_cli.cli.options import DebugOption, json_option, overwrite_option, weights_option
 from derain_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -40,19 +41,15 @@ def command(
     ] = None,
     weights: Annotated[
         str | None,
-        typer.Option(
-            metavar="SPEC",
-            help="G_B weights: decompose into B and R, search positives in B, negatives in R.",
-            show_default=False,
+        weights_option(
+            "G_B weights: decompose into B and R, search positives in B, negatives in R."
         ),
     ] = None,
     rain_weights: Annotated[
         str | None,
-        typer.Option(
-            metavar="SPEC",
-            help="G_R weights (default: the file beside --weights with G_B -> G_R in its name, "
-            "or NAME-rain for a registered NAME; none found: R = O - B).",
-            show_default=False,
+        weights_option(
+            "G_R weights (default: the file beside --weights with G_B -> G_R in its name, "
+            "or NAME-rain for a registered NAME; none found: R = O - B)."
         ),
     ] = None,
     queries: Annotated[int, typer.Option(min=1, help="Random query patches.")] = 4,
@@ -79,12 +76,10 @@ def command(
         ),
     ] = 512,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the queries and matches as JSON on stdout.")
+        bool, json_option("Print the queries and matches as JSON on stdout.")
     ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing -o FILE.png.")
-    ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace an existing -o FILE.png.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Show the non-local positives and negatives of query patches."""
     with user_errors(debug):

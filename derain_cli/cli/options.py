@@ -1,9 +1,9 @@
-"""Options shared by the commands that run a generator (`run`, `eval`): one definition each."""
+"""Options that several commands share: one definition each."""
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,3 +29,45 @@ TileOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+# Flags that several commands take. Each is spelt here once; a command that says something of
+# its own in --help passes that text (``quiet: Annotated[bool, quiet_option("...")] = False``).
+
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+def quiet_option(help: str) -> Any:
+    return typer.Option("-q", "--quiet", help=help)
+
+
+def json_option(help: str) -> Any:
+    return typer.Option("--json", help=help)
+
+
+def overwrite_option(help: str) -> Any:
+    return typer.Option("--overwrite", help=help)
+
+
+def weights_option(help: str) -> Any:
+    """A weights spec: what :func:`derain_cli.weights.files.load_weights` takes."""
+    return typer.Option(metavar="SPEC", help=help, show_default=False)
+
+
+def init_option(help: str, *, show_default: bool = True) -> Any:
+    """The weights a training run starts from (``train.init``)."""
+    return typer.Option("--init", metavar="SPEC", help=help, show_default=show_default)
+
+
+def clean_option(help: str) -> Any:
+    """Folders of unpaired clean photos, repeatable."""
+    return typer.Option("--clean", metavar="DIR", help=help, show_default=False)
+
+
+def config_option(help: str) -> Any:
+    return typer.Option("--config", metavar="FILE", help=help, show_default=False)
+
+
+def set_option(help: str) -> Any:
+    """One config key, ``KEY=VALUE`` (``derain_cli.toml_text.parse_override``), repeatable."""
+    return typer.Option("--set", metavar="KEY=VALUE", help=help)

@@ -23,7 +23,17 @@ import typer
 from rich.text import Text
 
 from derain_cli.cli.common import err_console, print_error, user_errors
-from derain_cli.cli.options import DeviceOption, Precision, PrecisionOption, TileOption
+from derain_cli.cli.options import (
+    DebugOption,
+    DeviceOption,
+    Precision,
+    PrecisionOption,
+    TileOption,
+    json_option,
+    overwrite_option,
+    quiet_option,
+    weights_option,
+)
 from derain_cli.cli.signals import describe, exit_status, stop_like_interrupt
 from derain_cli.errors import DerainError, UsageError
 
@@ -81,16 +91,14 @@ def command(
         bool, typer.Option("--skip-existing", help="Leave existing outputs alone (no error).")
     ] = False,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing outputs (else: an error).")
+        bool, overwrite_option("Replace existing outputs (else: an error).")
     ] = False,
     weights: Annotated[
         str | None,
-        typer.Option(
-            metavar="SPEC",
-            help="Weights: a name from 'derain weights list', a .safetensors file, the authors' "
+        weights_option(
+            "Weights: a name from 'derain weights list', a .safetensors file, the authors' "
             ".pth, or hf://OWNER/REPO (optionally @REV and /FILE). Default: the bundled default "
-            "weights.",
-            show_default=False,
+            "weights."
         ),
     ] = None,
     device: DeviceOption = "auto",
@@ -164,19 +172,15 @@ def command(
             show_default=False,
         ),
     ] = None,
-    quiet: Annotated[
-        bool, typer.Option("-q", "--quiet", help="No progress, device line or summary.")
-    ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON line per file on stdout.")
-    ] = False,
+    quiet: Annotated[bool, quiet_option("No progress, device line or summary.")] = False,
+    as_json: Annotated[bool, json_option("One JSON line per file on stdout.")] = False,
     report: Annotated[
         Path | None,
         typer.Option(
             metavar="FILE", help="Write the JSON lines to FILE as well.", show_default=False
         ),
     ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Derain each IN and write the results to OUT."""
     with _unexpected_errors(debug), user_errors(debug), stop_like_interrupt():

@@ -19,6 +19,7 @@ from typing import Annotated, get_args
 import typer
 
 from derain_cli.cli.common import FLAGS, err_console, print_error, user_errors
+from derain_cli.cli.options import DebugOption, overwrite_option, quiet_option
 from derain_cli.config import SyntheticStyle
 from derain_cli.errors import speak_cli
 
@@ -88,10 +89,10 @@ def command(
     ] = None,
     overwrite: Annotated[
         bool,
-        typer.Option("--overwrite", help="Replace the pairs already in PAIRS_DIR (deletes them)."),
+        overwrite_option("Replace the pairs already in PAIRS_DIR (deletes them)."),
     ] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, quiet_option("No progress bar.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Render rain over clean photographs: rainy/clean pairs for derain eval."""
     with user_errors(debug):

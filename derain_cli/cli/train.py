@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from derain_cli.cli.common import err_console, fail, user_errors
+from derain_cli.cli.options import DebugOption, clean_option, config_option, init_option, set_option
 from derain_cli.config import TrainConfig
 
 #: Shown in --help; the values themselves live in the config (one place for every default).
@@ -35,11 +36,7 @@ def command(
     ] = None,
     clean: Annotated[
         list[Path] | None,
-        typer.Option(
-            "--clean",
-            help="Unpaired clean photos; repeat for several folders (default: DATA/clean/).",
-            show_default=False,
-        ),
+        clean_option("Unpaired clean photos; repeat for several folders (default: DATA/clean/)."),
     ] = None,
     streaks: Annotated[
         Path | None,
@@ -84,10 +81,8 @@ def command(
     ] = None,
     init: Annotated[
         str | None,
-        typer.Option(
-            "--init",
-            metavar="SPEC",
-            help="Start G_B (and G_R, where the weights have a rain partner) from these weights: "
+        init_option(
+            "Start G_B (and G_R, where the weights have a rain partner) from these weights: "
             "a registered name (default), a .safetensors/.pth file or hf://...; the discriminator "
             "and heads start fresh. The architecture is taken from them (train.init).",
             show_default=False,
@@ -106,16 +101,16 @@ def command(
     ] = None,
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", help="TOML (or YAML) config file.", show_default=False),
+        config_option("TOML (or YAML) config file."),
     ] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override one config key, e.g. --set losses.adv_weight=0.5."),
+        set_option("Override one config key, e.g. --set losses.adv_weight=0.5."),
     ] = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the resolved config as TOML and exit.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Train NLCL and export G_B.safetensors into the run folder."""
     if ctx.args:

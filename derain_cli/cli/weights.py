@@ -14,13 +14,11 @@ from typing import Annotated, Any
 import typer
 
 from derain_cli.cli.common import err_console, out_console, user_errors
+from derain_cli.cli.options import DebugOption, json_option, overwrite_option
 
 app = typer.Typer(no_args_is_help=True)
 
-DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of errors.")]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Write JSON to stdout instead of a table.")
-]
+JsonOption = Annotated[bool, json_option("Write JSON to stdout instead of a table.")]
 
 
 def _size(path: Path | None) -> str:
@@ -130,9 +128,7 @@ def convert_cmd(
     dest: Annotated[
         Path, typer.Argument(help="Output .safetensors file (a .sha256 sidecar is added).")
     ],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace DEST if it exists.")
-    ] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace DEST if it exists.")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Convert a torch .pth state dict into safetensors with derain metadata."""
@@ -153,9 +149,7 @@ def export_onnx_cmd(
         str, typer.Argument(help="A registered name, a weights file or hf:// spec.")
     ] = "default",
     opset: Annotated[int, typer.Option("--opset", min=17, max=23, help="ONNX opset version.")] = 18,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
-    ] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace OUTPUT if it exists.")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Export G_B as ONNX: RGB float32 NCHW in [0, 1] in and out, dynamic batch and size."""
@@ -190,9 +184,7 @@ def export_cmd(
             show_default=False,
         ),
     ] = None,  # fmt: skip
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace files in --output.")
-    ] = False,
+    overwrite: Annotated[bool, overwrite_option("Replace files in --output.")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Export G_B.safetensors and G_R.safetensors from a run's checkpoint, without training."""
