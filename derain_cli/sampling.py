@@ -20,16 +20,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Literal
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from derain_cli.config import SamplerConfig
-
-Strategy = Literal["random", "neighbour", "nonlocal"]
-STRATEGIES: tuple[str, ...] = ("random", "neighbour", "nonlocal")
+from derain_cli.config import SamplerConfig, SamplingStrategy
 
 #: Bytes the fp32 distance matrix of one chunk may take when ``chunk_size`` is None (the
 #: config's ``sampler.memory_mb``, so the default lives in one place).
@@ -355,7 +352,9 @@ def select_matches(
         if farthest:
             raise ValueError("the neighbour strategy has no 'farthest' variant; use random")
         return neighbour_indices(queries, grid, k, generator=generator)
-    raise ValueError(f"unknown sampling strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    raise ValueError(
+        f"unknown sampling strategy {strategy!r} (known: {', '.join(get_args(SamplingStrategy))})"
+    )
 
 
 def _gen_device(generator: torch.Generator | None) -> torch.device | None:

@@ -124,3 +124,30 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     return subprocess.run(
         derain_cmd(*args), capture_output=True, text=True, env=subprocess_env(), timeout=timeout
     )
+
+
+def at_start(monkeypatch: Any, hear: Any) -> None:
+    """``hear(run)`` once, just before the first optimiser step (after a resume or an init)."""
+    from derain_cli.train import loop
+
+    steps = loop._run_steps
+
+    def run_steps(run: Any, *args: Any) -> Any:
+        hear(run)
+        return steps(run, *args)
+
+    monkeypatch.setattr(loop, "_run_steps", run_steps)
+
+
+def after_step(monkeypatch: Any, hear: Any) -> None:
+    """``hear(step, objective)`` after every optimiser step (``step`` counts the steps done)."""
+    from derain_cli.train import loop
+
+    one_step = loop._one_step
+
+    def stepped(run: Any, batch: Any, step: int, *args: Any) -> Any:
+        terms = one_step(run, batch, step, *args)
+        hear(step + 1, run.objective)
+        return terms
+
+    monkeypatch.setattr(loop, "_one_step", stepped)

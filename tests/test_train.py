@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from _trainkit import (
+    after_step,
     derain_cmd,
     make_dataset,
     run_cli,
@@ -29,7 +30,7 @@ from derain_cli.config import NLCLConfig
 from derain_cli.data import scan_folders
 from derain_cli.errors import UsageError
 from derain_cli.train.checkpoint import load_checkpoint
-from derain_cli.train.loop import Hooks, TrainingDiverged, train
+from derain_cli.train.loop import TrainingDiverged, train
 from derain_cli.train.run_folder import read_metrics
 from derain_cli.train.setup import build_objective, loader_workers
 from derain_cli.train.step import StepParts, train_step
@@ -242,7 +243,7 @@ def test_one_step_trains_every_parameter_and_never_d_in_the_g_step(data: Path) -
 
 @pytest.mark.parametrize("module", ["d", "g_b"])
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(
-    data: Path, tmp_path: Path, module: str
+    data: Path, tmp_path: Path, module: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """NaN in D shows up in the losses; NaN in G_B already breaks the patch search: both stop."""
     folders = scan_folders(data, min_rainy=2)
@@ -254,7 +255,8 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(
                 next(getattr(objective, module).parameters()).fill_(float("nan"))
 
     with pytest.raises(TrainingDiverged, match="diverged by step 4.*step 2"):
-        train(tiny_config(steps=6, sample_every=0), folders, out, hooks=Hooks(after_step=poison))
+        after_step(monkeypatch, poison)
+        train(tiny_config(steps=6, sample_every=0), folders, out)
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["step"] == 2
     assert all(torch.isfinite(t).all() for t in state["models"].values())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _trainkit import make_dataset, tiny_config, write_tiny_toml
+from _trainkit import after_step, make_dataset, tiny_config, write_tiny_toml
 from typer.testing import CliRunner
 
 from derain_cli.cli.app import app
@@ -16,7 +16,7 @@ from derain_cli.durations import parse_duration
 from derain_cli.errors import UsageError, WeightsError
 from derain_cli.train.checkpoint import load_checkpoint
 from derain_cli.train.export import export_run
-from derain_cli.train.loop import Hooks, train
+from derain_cli.train.loop import train
 from derain_cli.weights.files import load_weights
 
 runner = CliRunner()
@@ -43,7 +43,7 @@ def test_bad_durations_are_refused(text: str) -> None:
 
 
 def test_time_limit_checkpoints_and_exports_then_resume_finishes_exactly(
-    data: Path, tmp_path: Path
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folders = scan_folders(data, min_rainy=2)
     straight = train(tiny_config(steps=6, sample_every=0), folders, tmp_path / "a")
@@ -51,9 +51,9 @@ def test_time_limit_checkpoints_and_exports_then_resume_finishes_exactly(
     def slow(step: int, objective: object) -> None:
         time.sleep(0.6)  # the limit below falls after the second step
 
+    after_step(monkeypatch, slow)
     limited = train(
         tiny_config(steps=6, sample_every=0, time_limit_s=1.0), folders, tmp_path / "b",
-        hooks=Hooks(after_step=slow),
     )  # fmt: skip
     assert limited.time_limited and not limited.interrupted
     assert 1 <= limited.step < 6

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from _trainkit import TINY_S2D, make_dataset, save_spec, tiny_config, tiny_without_generators
+from _trainkit import at_start as trainkit_at_start
 from typer.testing import CliRunner
 
 from derain_cli.cli.app import app
@@ -19,7 +20,7 @@ from derain_cli.toml_text import dumps_toml
 from derain_cli.train.checkpoint import load_checkpoint
 from derain_cli.train.export import export_run
 from derain_cli.train.init_weights import full_hparams
-from derain_cli.train.loop import Hooks, train
+from derain_cli.train.loop import train
 from derain_cli.train.setup import Run, build_objective
 from derain_cli.weights.checksums import sha256_file
 from derain_cli.weights.files import load_weights
@@ -44,7 +45,7 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 
 
 def test_init_starts_g_b_g_r_and_the_ema_from_the_weights_and_d_fresh(
-    data: Path, tmp_path: Path
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = save_spec(tmp_path / "spec", "nlcl-resnet", TINY_RESNET)
     config = tiny_config(steps=1, sample_every=0).with_overrides({"train.init": str(spec)})
@@ -57,7 +58,8 @@ def test_init_starts_g_b_g_r_and_the_ema_from_the_weights_and_d_fresh(
         seen["ema"] = snapshot(run.ema.module)
 
     folders = scan_folders(data, min_rainy=2)
-    train(config, folders, tmp_path / "run", hooks=Hooks(at_start=at_start))
+    trainkit_at_start(monkeypatch, at_start)
+    train(config, folders, tmp_path / "run")
     assert_same(load_weights(str(spec)).module.state_dict(), seen["g_b"])
     assert_same(
         load_weights(str(spec.with_name("G_R.safetensors"))).module.state_dict(), seen["g_r"]

@@ -26,10 +26,9 @@ import hashlib
 import math
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,9 +62,6 @@ from derain_cli.train.setup import (
 )
 from derain_cli.train.step import train_step
 
-if TYPE_CHECKING:
-    pass
-
 
 class TrainingDiverged(DerainError):
     """A loss became NaN/inf: the run stopped and the last good checkpoint is kept (exit 1)."""
@@ -81,15 +77,6 @@ class TrainResult:
     checkpoint: Path | None = None
     weights: Path | None = None
     replica_checksums: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Hooks:
-    """Test hooks: ``at_start(run)`` runs once before the first step (after a resume or
-    ``--init``), ``after_step(step, objective)`` after every optimiser step."""
-
-    at_start: Callable[[Run], None] | None = None
-    after_step: Callable[[int, nn.Module], None] | None = None
 
 
 def lr_at(train: TrainConfig, step: int, total: int) -> float:
@@ -112,7 +99,6 @@ def train(
     resume: bool = False,
     ctx: DistContext | None = None,
     progress: Progress | None = None,
-    hooks: Hooks | None = None,
 ) -> TrainResult:
     """Train (or continue) the run in ``out``; every rank calls this with the same arguments."""
     ctx = ctx or DistContext(device=runtime.resolve_device(config.train.device, training=True))
@@ -132,10 +118,7 @@ def train(
     if ctx.is_main:
         prepare_folder(run.paths, config, run.start, run.origin)
     dataset, loader, preview = make_data(run, folders)
-    hooks = hooks or Hooks()
-    if hooks.at_start is not None:
-        hooks.at_start(run)
-    result = _run_steps(run, dataset, loader, preview, hooks)
+    result = _run_steps(run, dataset, loader, preview)
     if result.interrupted:
         if run.report is not None:
             run.report.close()
@@ -148,7 +131,6 @@ def _run_steps(
     dataset: UnpairedCrops,
     loader: torch.utils.data.DataLoader[Any],
     preview: tuple[torch.Tensor, torch.Tensor] | None,
-    hooks: Hooks,
 ) -> TrainResult:
     """The optimiser steps from ``run.start`` to the end, a signal or the time limit."""
     tc, ctx, report, total = run.config.train, run.ctx, run.report, run.total
@@ -170,8 +152,6 @@ def _run_steps(
             terms = _one_step(run, batch, step, lr, sampling_rng, last_saved)
             step += 1
             meter.add(terms)
-            if hooks.after_step is not None:
-                hooks.after_step(step, run.objective)
             clock.tick(step)
             due_checkpoint = step % tc.checkpoint_every == 0 or step == total
             due_sample = tc.sample_every > 0 and (step % tc.sample_every == 0 or step == total)

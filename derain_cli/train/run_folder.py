@@ -26,6 +26,7 @@ from torch import nn
 
 from derain_cli.atomic import atomic_write_bytes, remove_stale_temps
 from derain_cli.config import NLCLConfig
+from derain_cli.train.checkpoint import CHECKPOINT_NAME
 from derain_cli.train.plots import GRID_COLUMNS, loss_curves, sample_grid, save_png
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class RunPaths:
 
     @property
     def checkpoint(self) -> Path:
-        return self.root / "checkpoint.pt"
+        return self.root / CHECKPOINT_NAME
 
     @property
     def samples(self) -> Path:
