@@ -2,7 +2,7 @@
 
 For each query patch, the ``k`` nearest patches of the image (the non-local positives, paper
 Eq. 7) and the ``k`` farthest (the reverse non-local negatives of the location contrast) are found
-with :func:`derain_cli.sampling.block_match`, the same code training uses, on the same grid
+with :func:`derain_cli.sampling.select`, the entry training uses, on the same grid
 (patch side, stride, overlap exclusion from :class:`derain_cli.config.SamplerConfig`).
 
 With a decomposition (G_B and G_R, see :func:`decompose`), positives are searched in the
@@ -22,6 +22,7 @@ that the picture shows what the JSON says.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,7 @@ from derain_cli.images.tensors import (
     tensor_to_pixels,
     to_model_range,
 )
-from derain_cli.sampling import block_match, grid_shape, random_indices
+from derain_cli.sampling import grid_shape, random_indices, select
 
 DEFAULT_MAX_SIDE = 512
 ZOOM = 4  # each patch is drawn ZOOM times larger, nearest-neighbour, so pixels stay exact
@@ -236,14 +237,11 @@ def inspect_image(
     _, pos_img = layers.positive_layer
     _, neg_img = layers.negative_layer
     try:
-        near_i, _ = block_match(
-            pixels_to_tensor(pos_img), q_tensor, patch=patch, stride=stride, k=k,
-            window=cfg.window, exclude_overlap=cfg.exclude_overlap,
-        )  # fmt: skip
-        far_i, _ = block_match(
-            pixels_to_tensor(neg_img), q_tensor, patch=patch, stride=stride, k=k, farthest=True,
-            window=cfg.window,
-        )  # fmt: skip
+        grid_cfg = dataclasses.replace(cfg, patch=patch, stride=stride)
+        near_i = select(grid_cfg, "nonlocal", pixels_to_tensor(pos_img), q_tensor, k=k)
+        far_i = select(
+            grid_cfg, "nonlocal", pixels_to_tensor(neg_img), q_tensor, k=k, farthest=True
+        )
     except ValueError as exc:
         raise UsageError(f"{name or 'image'}: {exc}; try a smaller k or patch") from None
 

@@ -357,6 +357,38 @@ def select_matches(
     )
 
 
+def select(
+    sampler: SamplerConfig,
+    strategy: str,
+    images: Tensor,
+    queries: Tensor,
+    *,
+    k: int,
+    farthest: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``(N, Q, k)`` matches of each query on ``sampler``'s grid and search settings.
+
+    The one entry of the contrasts (layer: positives and rain neighbours; location: negatives)
+    and of ``derain inspect-patches``: patch, stride, window, overlap exclusion (nearest
+    matches only), chunking and memory budget all come from ``sampler``.
+    """
+    return select_matches(
+        strategy,
+        images,
+        queries,
+        patch=sampler.patch,
+        stride=sampler.stride,
+        k=k,
+        farthest=farthest,
+        generator=generator,
+        window=sampler.window,
+        exclude_overlap=sampler.exclude_overlap,
+        chunk_size=sampler.chunk_size,
+        memory_budget=sampler.memory_budget,
+    )
+
+
 def _gen_device(generator: torch.Generator | None) -> torch.device | None:
     """Draw random numbers on the generator's own device (a CPU generator cannot fill CUDA)."""
     return None if generator is None else generator.device

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from derain_cli.config import SamplerConfig
-from derain_cli.sampling import grid_shape, random_indices, select_matches
+from derain_cli.sampling import grid_shape, random_indices, select
 
 
 def multi_positive_infonce(
@@ -120,19 +120,7 @@ def sample_layer_patches(
     num_patches = rows * cols
 
     def matches(strategy: str, image: Tensor, anchors: Tensor) -> Tensor:
-        return select_matches(
-            strategy,
-            image.detach(),
-            anchors,
-            patch=sampler.patch,
-            stride=sampler.stride,
-            k=positives,
-            generator=generator,
-            window=sampler.window,
-            exclude_overlap=sampler.exclude_overlap,
-            chunk_size=sampler.chunk_size,
-            memory_budget=sampler.memory_budget,
-        )
+        return select(sampler, strategy, image.detach(), anchors, k=positives, generator=generator)
 
     with torch.no_grad():
         b_count = min(queries, num_patches)

@@ -56,7 +56,7 @@ from derain_cli.losses.supervision import synthetic_supervision_loss
 from derain_cli.nets.discriminator import PatchDiscriminator
 from derain_cli.nets.heads import HeadSet
 from derain_cli.nets.registry import build_generator
-from derain_cli.sampling import gather_features, grid_shape, random_indices, select_matches
+from derain_cli.sampling import gather_features, grid_shape, random_indices, select
 
 
 @contextlib.contextmanager
@@ -270,18 +270,14 @@ class NLCLObjective(nn.Module):
             o.shape[0], num_patches, num_q, generator=generator, device=o.device
         )
         with torch.no_grad():
-            negatives = select_matches(
+            negatives = select(
+                sc,
                 sc.location_negatives,
                 o.detach(),
                 queries,
-                patch=sc.patch,
-                stride=sc.stride,
                 k=num_neg,
                 farthest=sc.location_negatives == "nonlocal",
                 generator=generator,
-                window=sc.window,
-                chunk_size=sc.chunk_size,
-                memory_budget=sc.memory_budget,
             )
         return queries, negatives
 
