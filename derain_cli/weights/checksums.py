@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from derain_cli.atomic import atomic_write_bytes
+from derain_cli.errors import WeightsError
 
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -17,6 +19,32 @@ def sha256_file(path: Path | str, *, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verify_sha256(
+    path: Path | str,
+    expected: Sequence[tuple[str, str | None]],
+    *,
+    name: str | None = None,
+    on_mismatch: Callable[[str], None] | None = None,
+    consequence: str = "",
+) -> str:
+    """``path``'s sha256, checked against each ``(who says so, digest)`` we know (None: unknown).
+
+    The first digest that differs raises :class:`~derain_cli.errors.WeightsError` naming the file
+    (``name``, else ``path``), both digests and who gave the expected one; ``on_mismatch(actual)``
+    runs first (the Hub cache deletes the bad copy) and ``consequence`` ends the message.
+    """
+    actual = sha256_file(path)
+    for source, digest in expected:
+        if digest and digest.lower() != actual:
+            if on_mismatch is not None:
+                on_mismatch(actual)
+            raise WeightsError(
+                f"{name or path}: sha256 mismatch (file {actual[:12]}..., {source} says "
+                f"{digest[:12]}...){consequence}"
+            )
+    return actual
 
 
 def sidecar_path(path: Path | str) -> Path:

@@ -33,7 +33,7 @@ from derain_cli.atomic import atomic_write_bytes
 from derain_cli.errors import WeightsError, setting
 from derain_cli.nets.registry import build_generator
 from derain_cli.version import __version__
-from derain_cli.weights.checksums import read_sidecar, sha256_file, write_sidecar
+from derain_cli.weights.checksums import read_sidecar, verify_sha256, write_sidecar
 from derain_cli.weights.hub import HF_SCHEME, fetch, parse_hf_spec
 from derain_cli.weights.registry import DEFAULT_ALIAS, WeightsEntry, load_registry
 
@@ -152,16 +152,16 @@ def load_file(path: Path | str, *, sha256: str | None = None) -> LoadedWeights:
         what = "is a folder, not a weights file" if path.is_dir() else "weights file not found"
         raise WeightsError(f"{path}: {what}")
     if sha256:
-        digest = _checked_sha256(path, sha256, "the expected checksum")
+        digest = verify_sha256(path, [("the expected checksum", sha256)])
     else:
-        digest = _checked_sha256(path, read_sidecar(path), "its .sha256 sidecar")
+        digest = verify_sha256(path, [("its .sha256 sidecar", read_sidecar(path))])
     return _load_file(path, source=str(path), sha256=digest)
 
 
 def fetch_entry(entry: WeightsEntry) -> tuple[Path, str]:
     """The local file of a registry entry: bundled, cached, or downloaded now (verified)."""
     if entry.file is not None and entry.file.is_file():
-        return entry.file, _checked_sha256(entry.file, entry.sha256, "the registry")
+        return entry.file, verify_sha256(entry.file, [("the registry", entry.sha256)])
     if entry.hub is None:
         raise WeightsError(f"{entry.name}: bundled file {entry.file} is missing (reinstall derain)")
     return fetch(entry.hub, sha256=entry.sha256)
@@ -183,15 +183,6 @@ def _looks_like_name(spec: str) -> bool:
         and os.sep not in spec
         and not spec.endswith(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)
     )
-
-
-def _checked_sha256(path: Path, expected: str | None, source: str) -> str:
-    actual = sha256_file(path)
-    if expected and expected.lower() != actual:
-        raise WeightsError(
-            f"{path}: sha256 mismatch (file {actual[:12]}..., {source} says {expected[:12]}...)"
-        )
-    return actual
 
 
 def _load_file(path: Path, *, source: str, sha256: str) -> LoadedWeights:

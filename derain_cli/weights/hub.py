@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derain_cli.errors import WeightsError
-from derain_cli.weights.checksums import parse_sidecar, sha256_file
+from derain_cli.weights.checksums import parse_sidecar, sha256_file, verify_sha256
 
 HF_SCHEME = "hf://"
 DEFAULT_FILENAME = "G_B.safetensors"
@@ -144,14 +144,13 @@ def fetch(ref: HubRef, *, sha256: str | None = None) -> tuple[Path, str]:
         etag = _lfs_sha256(ref, commit)  # no symlinked blob (e.g. Windows): ask the Hub
     if etag:
         expected.append(("the Hub's LFS etag", etag))
-    actual = sha256_file(path)
-    for source, digest in expected:
-        if digest != actual:
-            _discard(path, actual)
-            raise WeightsError(
-                f"{ref.spec}: sha256 mismatch (got {actual[:12]}..., {source} says "
-                f"{digest[:12]}...): the download is corrupt and was deleted from the cache"
-            )
+    actual = verify_sha256(
+        path,
+        expected,
+        name=ref.spec,
+        on_mismatch=lambda actual: _discard(path, actual),
+        consequence=": the download is corrupt and was deleted from the cache",
+    )
     return path, actual
 
 
