@@ -12,8 +12,8 @@ streams its frames the same way.
 
 from __future__ import annotations
 
+import itertools
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -38,6 +38,7 @@ from derain_cli.inference.plan import (
     Job,
     plan_jobs,
 )
+from derain_cli.pipe import Pipe, feed
 
 if TYPE_CHECKING:
     from derain_cli.video.pipeline import VideoOptions
@@ -104,16 +105,6 @@ class _Decoded:
     seconds: float = 0.0
 
 
-_DONE = object()
-
-
-class _Crash:
-    """The decoder thread died of something that is not a per-file error: re-raise it."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
 def _failure(job: Job, exc: BaseException, seconds: float = 0.0) -> Result:
     own_names = {job.input_label, STDIN_NAME} if job.input is None else {job.input_label}
     if isinstance(exc, ImageError) and str(exc.path) in own_names:
@@ -164,17 +155,8 @@ def stream_jobs(
     """
     if prefetch < 1:
         raise ValueError("prefetch must be >= 1")
-    pending: queue.Queue[object] = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
-
-    def offer(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                pending.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+    pending = Pipe(stop, size=prefetch)
 
     def decode(job: Job) -> _Decoded:
         start = time.perf_counter()
@@ -195,24 +177,13 @@ def stream_jobs(
             return _Decoded(job, result=_failure(job, exc, time.perf_counter() - start))
         return _Decoded(job, picture=picture, seconds=time.perf_counter() - start)
 
-    def decoder() -> None:
-        try:
-            for job in jobs:
-                if stop.is_set() or not offer(decode(job)):
-                    return
-            offer(_DONE)
-        except BaseException as exc:  # surfaced in the caller's thread
-            offer(_Crash(exc))
-
-    thread = threading.Thread(target=decoder, name="derain-decoder", daemon=True)
+    decoded = (decode(job) for job in itertools.takewhile(lambda _: not stop.is_set(), jobs))
+    thread = threading.Thread(
+        target=feed, args=(pending, decoded), name="derain-decoder", daemon=True
+    )
     thread.start()
     try:
-        while True:
-            item = pending.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Crash):
-                raise item.exc
+        for item in pending.items():
             assert isinstance(item, _Decoded)
             if item.result is not None:
                 yield item.result

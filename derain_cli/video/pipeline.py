@@ -19,7 +19,6 @@ same file under another name included), and an existing ``output`` is replaced o
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ import numpy as np
 
 from derain_cli.atomic import atomic_path
 from derain_cli.errors import UsageError, VideoError, setting
+from derain_cli.pipe import Pipe, feed
 from derain_cli.video.codec import Frame, VideoSink, VideoSource
 from derain_cli.video.consistency import TemporalSettings, TemporalStage
 from derain_cli.video.formats import Encoder
@@ -74,46 +74,6 @@ class VideoSummary:
     notes: list[str]  # what did not survive (streams dropped), for a warning line
 
 
-_END = object()
-
-
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class _Pipe:
-    """A bounded queue between two threads that gives up when ``stop`` is set."""
-
-    def __init__(self, stop: threading.Event, size: int = 4) -> None:
-        self.queue: queue.Queue[object] = queue.Queue(maxsize=size)
-        self.stop = stop
-
-    def put(self, item: object) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def items(self) -> Iterator[object]:
-        """Until the end marker; a :class:`_Failed` from the other side is raised here."""
-        while True:
-            try:
-                item = self.queue.get(timeout=0.05)
-            except queue.Empty:
-                if self.stop.is_set():
-                    return
-                continue
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.exc
-            yield item
-
-
 def derain_video(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -139,9 +99,9 @@ def derain_video(
         frames = _Frames(derain, options)
         with atomic_path(output) as target:
             stop = threading.Event()
-            decoded, to_encode = _Pipe(stop), _Pipe(stop)
+            decoded, to_encode = Pipe(stop), Pipe(stop)
             threads = [
-                threading.Thread(target=_decode, args=(video, decoded), daemon=True),
+                threading.Thread(target=feed, args=(decoded, video), daemon=True),
                 threading.Thread(target=_encode, args=(sink, target, to_encode), daemon=True),
             ]
             for thread in threads:
@@ -165,7 +125,7 @@ def derain_video(
                         break
                 else:
                     if send(frames.finish()):
-                        to_encode.put(_END)
+                        to_encode.close()
                         threads[1].join()
             finally:
                 stop.set()
@@ -275,17 +235,7 @@ class _Frames:
             self._slots.popleft()
 
 
-def _decode(video: VideoSource, pipe: _Pipe) -> None:
-    try:
-        for item in video:
-            if not pipe.put(item):
-                return
-        pipe.put(_END)
-    except BaseException as exc:  # raised again in the caller's thread
-        pipe.put(_Failed(exc))
-
-
-def _encode(sink: VideoSink, target: Path, pipe: _Pipe) -> None:
+def _encode(sink: VideoSink, target: Path, pipe: Pipe) -> None:
     """Open the sink at the first frame (it knows size and rotation); buffer packets till then."""
     early: list[Any] = []
     try:
