@@ -287,22 +287,6 @@ def inspect_image(
 # decomposition
 
 
-def load_generators(spec: str, rain_spec: str | None = None) -> tuple[Any, Any | None]:
-    """G_B (``LoadedWeights``; refused unless a background generator) and G_R for a picture.
-
-    G_R is ``rain_spec`` when given, else the rain partner registered or saved beside ``spec``
-    (:func:`~derain_cli.weights.files.rain_weights_beside`), else None (R is then O - B).
-    """
-    from derain_cli.weights.files import load_weights, rain_weights_beside, require_background
-
-    g_b = load_weights(spec)
-    require_background(g_b)
-    if rain_spec is None:
-        beside = rain_weights_beside(spec)
-        rain_spec = str(beside) if beside is not None else None
-    return g_b, load_weights(rain_spec) if rain_spec is not None else None
-
-
 def decompose(
     rgb: np.ndarray, g_b: torch.nn.Module, g_r: torch.nn.Module | None
 ) -> tuple[np.ndarray, np.ndarray | None]:

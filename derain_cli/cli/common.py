@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterator, Mapping
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from derain_cli.cli.signals import describe, exit_status
 from derain_cli.errors import DerainError, speak_cli
 
 #: Everything human-readable goes to stderr so that stdout stays free for ``-o -`` and ``--json``.
@@ -69,3 +72,40 @@ def user_errors(debug: bool = False, flags: Mapping[str, str] = FLAGS) -> Iterat
         if debug:
             err_console.print_exception()
         raise fail(str(exc), exc.exit_code) from None
+
+
+#: Exit status when stdout is a pipe whose reader has gone: 128 + SIGPIPE, as a shell shows it.
+BROKEN_PIPE_EXIT = 141
+
+
+@contextlib.contextmanager
+def unexpected_errors(debug: bool) -> Iterator[None]:
+    """A bug or an environment failure: one line (traceback with --debug), exit 1; ^C is 130,
+    SIGTERM 143 and SIGHUP 129 (see :mod:`derain_cli.cli.signals`)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise
+    except BrokenPipeError:
+        # The reader of stdout went away (``derain ... --json | head -1``): stop quietly, like
+        # other Unix tools, with the status a shell shows for a process ended by SIGPIPE.
+        _silence_stdout()
+        raise typer.Exit(BROKEN_PIPE_EXIT) from None
+    except KeyboardInterrupt as exc:
+        err_console.print(
+            f"derain: {describe(exc)} (finished outputs are complete; no partial files)"
+        )
+        raise typer.Exit(exit_status(exc)) from None
+    except Exception as exc:
+        if debug:
+            err_console.print_exception()
+        print_error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
+        raise typer.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit raises no second BrokenPipeError."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -8,6 +8,14 @@ from typing import Annotated, Any
 import typer
 
 
+class OutputFormat(str, Enum):
+    auto = "auto"
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+    tiff = "tiff"
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -71,3 +79,55 @@ def config_option(help: str) -> Any:
 def set_option(help: str) -> Any:
     """One config key, ``KEY=VALUE`` (``derain_cli.toml_text.parse_override``), repeatable."""
     return typer.Option("--set", metavar="KEY=VALUE", help=help)
+
+
+# Videos (derain run): the encoder and the temporal stage.
+CodecOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="NAME",
+        help="Video encoder (FFmpeg name: libx264, libx265, libvpx-vp9, ffv1...). "
+        "Default: libx264, libvpx-vp9 for .webm.",
+        show_default=False,
+    ),
+]
+CrfOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=63,
+        metavar="N",
+        help="Video quality, lower is better: 0-51 for H.264/H.265 (default 18), "
+        "0-63 for VP9/AV1 (default 24).",
+        show_default=False,
+    ),
+]
+NoTemporalOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-temporal",
+        help="Videos: derain frames independently. By default each frame is fused with its "
+        "aligned neighbours, favouring rain-free samples (less rain, less flicker).",
+    ),
+]
+TemporalWindowOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=8,
+        metavar="K",
+        help="Videos: fuse each frame with K frames before and after it (default 2; 0: no "
+        "fusion, only a light recursive filter).",
+        show_default=False,
+    ),
+]
+TemporalStrengthOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        metavar="S",
+        help="Videos: how much of the fused frame replaces the derained one, 0-1 (default 1).",
+        show_default=False,
+    ),
+]

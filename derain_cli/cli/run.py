@@ -11,30 +11,34 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Generator, Iterator, Sequence
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
-from derain_cli.cli.common import err_console, print_error, user_errors
+from derain_cli.cli.common import err_console, print_error, unexpected_errors, user_errors
 from derain_cli.cli.options import (
+    CodecOption,
+    CrfOption,
     DebugOption,
     DeviceOption,
+    NoTemporalOption,
+    OutputFormat,
     Precision,
     PrecisionOption,
+    TemporalStrengthOption,
+    TemporalWindowOption,
     TileOption,
     json_option,
     overwrite_option,
     quiet_option,
     weights_option,
 )
-from derain_cli.cli.signals import describe, exit_status, stop_like_interrupt
+from derain_cli.cli.signals import stop_like_interrupt
 from derain_cli.errors import DerainError, UsageError
 
 if TYPE_CHECKING:
@@ -42,17 +46,6 @@ if TYPE_CHECKING:
 
     from derain_cli.inference.batch import Derain, Job, Result
     from derain_cli.inference.report import LineStream, ReportFile
-
-#: Exit status when stdout is a pipe whose reader has gone: 128 + SIGPIPE, as a shell shows it.
-BROKEN_PIPE_EXIT = 141
-
-
-class OutputFormat(str, Enum):
-    auto = "auto"
-    png = "png"
-    jpg = "jpg"
-    webp = "webp"
-    tiff = "tiff"
 
 
 def command(
@@ -123,55 +116,11 @@ def command(
         ),
     ] = None,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
-    codec: Annotated[
-        str | None,
-        typer.Option(
-            metavar="NAME",
-            help="Video encoder (FFmpeg name: libx264, libx265, libvpx-vp9, ffv1...). "
-            "Default: libx264, libvpx-vp9 for .webm.",
-            show_default=False,
-        ),
-    ] = None,
-    crf: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            max=63,
-            metavar="N",
-            help="Video quality, lower is better: 0-51 for H.264/H.265 (default 18), "
-            "0-63 for VP9/AV1 (default 24).",
-            show_default=False,
-        ),
-    ] = None,
-    no_temporal: Annotated[
-        bool,
-        typer.Option(
-            "--no-temporal",
-            help="Videos: derain frames independently. By default each frame is fused with its "
-            "aligned neighbours, favouring rain-free samples (less rain, less flicker).",
-        ),
-    ] = False,
-    temporal_window: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            max=8,
-            metavar="K",
-            help="Videos: fuse each frame with K frames before and after it (default 2; 0: no "
-            "fusion, only a light recursive filter).",
-            show_default=False,
-        ),
-    ] = None,
-    temporal_strength: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            metavar="S",
-            help="Videos: how much of the fused frame replaces the derained one, 0-1 (default 1).",
-            show_default=False,
-        ),
-    ] = None,
+    codec: CodecOption = None,
+    crf: CrfOption = None,
+    no_temporal: NoTemporalOption = False,
+    temporal_window: TemporalWindowOption = None,
+    temporal_strength: TemporalStrengthOption = None,
     quiet: Annotated[bool, quiet_option("No progress, device line or summary.")] = False,
     as_json: Annotated[bool, json_option("One JSON line per file on stdout.")] = False,
     report: Annotated[
@@ -183,7 +132,7 @@ def command(
     debug: DebugOption = False,
 ) -> None:
     """Derain each IN and write the results to OUT."""
-    with _unexpected_errors(debug), user_errors(debug), stop_like_interrupt():
+    with unexpected_errors(debug), user_errors(debug), stop_like_interrupt():
         from derain_cli.images.io import DEFAULT_MAX_MEGAPIXELS
         from derain_cli.inference.batch import plan_jobs, stream_jobs
         from derain_cli.inference.engine import Derainer
@@ -325,39 +274,6 @@ def _close_sinks(sinks: list[LineStream | ReportFile]) -> int:
             print_error(str(exc))
             failures = 1
     return failures
-
-
-@contextlib.contextmanager
-def _unexpected_errors(debug: bool) -> Iterator[None]:
-    """A bug or an environment failure: one line (traceback with --debug), exit 1; ^C is 130,
-    SIGTERM 143 and SIGHUP 129 (see :mod:`derain_cli.cli.signals`)."""
-    try:
-        yield
-    except (typer.Exit, typer.Abort, typer.TyperException):
-        raise
-    except BrokenPipeError:
-        # The reader of stdout went away (``derain ... --json | head -1``): stop quietly, like
-        # other Unix tools, with the status a shell shows for a process ended by SIGPIPE.
-        _silence_stdout()
-        raise typer.Exit(BROKEN_PIPE_EXIT) from None
-    except KeyboardInterrupt as exc:
-        err_console.print(
-            f"derain: {describe(exc)} (finished outputs are complete; no partial files)"
-        )
-        raise typer.Exit(exit_status(exc)) from None
-    except Exception as exc:
-        if debug:
-            err_console.print_exception()
-        print_error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
-        raise typer.Exit(1) from None
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so that flushing it at exit raises no second BrokenPipeError."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def _print_traceback(exc: BaseException) -> None:

@@ -32,9 +32,7 @@ from derain_cli.errors import UsageError, WeightsError, setting
 from derain_cli.weights.files import (
     LAYER_RAIN,
     LoadedWeights,
-    load_weights,
-    rain_weights_beside,
-    require_background,
+    load_pair,
 )
 
 #: The model keys that describe the generators (what --init decides).
@@ -57,10 +55,7 @@ class InitWeights:
 
 def load_init(spec: str) -> InitWeights:
     """Load SPEC's G_B (refusing a G_R) and its rain partner, if any."""
-    background = load_weights(spec)
-    require_background(background)
-    partner = rain_weights_beside(spec)
-    rain = load_weights(str(partner)) if partner is not None else None
+    background, rain = load_pair(spec)
     if rain is not None and rain.layer not in ("", LAYER_RAIN):
         raise WeightsError(f"{rain.source}: found as {spec}'s rain partner but holds {rain.layer}")
     return InitWeights(spec=spec, background=background, rain=rain)

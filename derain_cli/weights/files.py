@@ -112,8 +112,7 @@ def rain_weights_beside(spec: str) -> Path | str | None:
     Beside a G_B file: the file of the same name with ``G_B`` -> ``G_R`` (how ``derain train``
     exports a run, and how the authors name their checkpoints). For a registered name
     (``default`` included): the registered ``<name>-rain`` entry (how bundled weights are named).
-    ``hf://`` specs and files without ``G_B`` in the name have none. ``derain inspect-patches``
-    and ``derain train --init`` both use it.
+    ``hf://`` specs and files without ``G_B`` in the name have none (see :func:`load_pair`).
     """
     path = Path(spec).expanduser()
     if path.is_file():
@@ -130,6 +129,22 @@ def rain_weights_beside(spec: str) -> Path | str | None:
         return None
     rain = f"{entry.name}-rain"
     return rain if rain in registry.entries else None
+
+
+def load_pair(
+    spec: str, rain_spec: str | None = None
+) -> tuple[LoadedWeights, LoadedWeights | None]:
+    """G_B from ``spec`` (refused unless a background generator) and its G_R, if any.
+
+    G_R is ``rain_spec`` when given, else the partner :func:`rain_weights_beside` finds, else
+    None. ``derain inspect-patches`` and ``derain train --init`` both load their weights here.
+    """
+    background = load_weights(spec)
+    require_background(background)
+    if rain_spec is None:
+        partner = rain_weights_beside(spec)
+        rain_spec = str(partner) if partner is not None else None
+    return background, load_weights(rain_spec) if rain_spec is not None else None
 
 
 def load_weights(spec: str | None) -> LoadedWeights:
