@@ -157,3 +157,9 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def same_file_key(path: Path) -> str:
+    """One string for every name of a file (links, case on case-blind systems): an output must
+    never replace its input."""
+    return os.path.normcase(os.path.realpath(path))

@@ -9,20 +9,27 @@ streamed runner over the jobs is :mod:`derain_cli.inference.batch`.
 
 from __future__ import annotations
 
-import errno
 import glob
 import os
-import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from derain_cli.atomic import same_file_key
 from derain_cli.errors import UsageError, setting
 from derain_cli.images.formats import (
     FORMAT_SUFFIXES,
-    READABLE_SUFFIXES,
     SUPPORTED_FORMATS,
     WRITABLE_SUFFIXES,
+)
+from derain_cli.inference.sources import (
+    OnSkip,
+    describe_entry,
+    expand_glob,
+    glob_root,
+    inside,
+    nested_output,
+    walk_folder,
 )
 from derain_cli.video.formats import VIDEO_SUFFIXES, container_for, is_video_name
 
@@ -33,9 +40,6 @@ VIDEO = "video"
 STDIO = "-"
 #: Suffix for a single file written next to its input when ``-o`` is left out.
 DEFAULT_SIBLING_SUFFIX = "-derained"
-#: Called with ``(path, what it is)`` for each image-named entry of a folder or glob that is not a
-#: regular file (a dangling symbolic link, a FIFO...) and is skipped, and for unreadable folders.
-OnSkip = Callable[[Path, str], None]
 
 
 def _ignore(path: Path, what: str) -> None:
@@ -193,16 +197,16 @@ def _expand_source(
 ) -> list[Job]:
     """The jobs of one folder or glob; finding no image in it is a usage error naming it."""
     if os.path.isdir(source):
-        pairs = _walk_folder(Path(source), recursive, out_dir, on_skip)
+        pairs = walk_folder(Path(source), recursive, out_dir, on_skip)
         if not pairs:
             what = "folder tree" if recursive else f"folder (use {setting('recursive', True)})"
             hint = _skipped_output_hint(Path(source), out_dir)
             raise UsageError(f"{source}: no images or videos found in this {what}{hint}")
         base = out_dir / _folder_name(source) if nest else out_dir
     else:
-        pairs = _expand_glob(source, out_dir, on_skip)
+        pairs = expand_glob(source, out_dir, on_skip)
         if not pairs:
-            hint = _skipped_output_hint(_glob_root(source), out_dir)
+            hint = _skipped_output_hint(glob_root(source), out_dir)
             raise UsageError(f"{source}: no images or videos match this pattern{hint}")
         base = out_dir
     return [_mirrored_job(path, rel, base, suffix, fmt) for path, rel in pairs]
@@ -244,7 +248,7 @@ def _folder_name(source: str) -> str:
 def _refuse_output_among_folders(folders: Sequence[str], out_dir: Path) -> None:
     """A folder input inside OUT (``derain * -o out/`` on a rerun) would derain earlier outputs."""
     for folder in folders:
-        if _inside(Path(folder), out_dir):
+        if inside(Path(folder), out_dir):
             raise UsageError(
                 f"{folder}: this input folder is (inside) the output folder {out_dir}; "
                 "choose another -o"
@@ -345,125 +349,10 @@ def _existing_folder_or_new(output: str) -> Path:
     return out_dir
 
 
-def _is_input_name(name: str) -> bool:
-    """An image or a video name (hidden files excluded)."""
-    if name.startswith("."):
-        return False
-    return Path(name).suffix.lower() in READABLE_SUFFIXES or is_video_name(name)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
-
-
-def _nested_output(root: Path, out_dir: Path) -> Path | None:
-    """``out_dir`` when it lies strictly inside ``root`` (so it must not be read as input)."""
-    if _inside(out_dir, root) and os.path.realpath(out_dir) != os.path.realpath(root):
-        return out_dir
-    return None
-
-
 def _skipped_output_hint(root: Path, out_dir: Path) -> str:
-    if _nested_output(root, out_dir) is None:
+    if nested_output(root, out_dir) is None:
         return ""
     return f" (images inside the output folder {out_dir} are never read as inputs)"
-
-
-def _walk_folder(
-    root: Path, recursive: bool, exclude: Path, on_skip: OnSkip
-) -> list[tuple[Path, Path]]:
-    """Image files under ``root`` as (path, path relative to root), sorted, outputs excluded.
-
-    Hidden files and folders are skipped, and so is ``exclude`` (the output folder) when it lies
-    inside ``root``: a rerun must not derain its own earlier outputs. Symbolic links to folders
-    are followed (mirrored under the link's name); one that leads back to a folder already read
-    (a loop, or a second way into the same folder) is skipped and reported to ``on_skip``.
-    """
-    nested = _nested_output(root, exclude)
-    found: list[tuple[Path, Path]] = []
-    seen: set[tuple[int, int]] = set()
-
-    def unreadable(exc: OSError) -> None:
-        on_skip(Path(exc.filename or root), f"a folder that cannot be read ({exc.strerror})")
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
-        here = Path(dirpath)
-        if nested is not None and _inside(here, nested):
-            dirnames.clear()
-            continue
-        try:
-            info = os.stat(here)
-        except OSError as exc:
-            unreadable(exc)
-            dirnames.clear()
-            continue
-        if (info.st_dev, info.st_ino) in seen:
-            on_skip(here, "a symbolic link to a folder already read")
-            dirnames.clear()
-            continue
-        seen.add((info.st_dev, info.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-        for name in sorted(filenames):
-            path = here / name
-            if _is_input_name(name) and _regular_or_report(path, on_skip):
-                found.append((path, path.relative_to(root)))
-    return sorted(found, key=lambda pair: pair[1].as_posix())
-
-
-def describe_entry(path: Path | str) -> str:
-    """What a path that is not a regular file is, for messages: "a FIFO", "missing"..."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "a dangling symbolic link" if os.path.islink(path) else "missing"
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a symbolic-link loop"
-        return f"unreadable ({exc.strerror})"
-    kinds = [
-        (stat.S_ISREG, "a regular file"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ]
-    return next((what for test, what in kinds if test(mode)), "not a regular file")
-
-
-def _regular_or_report(path: Path, on_skip: OnSkip) -> bool:
-    """Whether ``path`` is a regular file (after links); else tell ``on_skip`` what it is."""
-    if path.is_file():
-        return True
-    what = describe_entry(path)
-    if what != "a folder":  # a folder named like an image is simply not a file
-        on_skip(path, what)
-    return False
-
-
-def _glob_root(pattern: str) -> Path:
-    """The folder before the first wildcard component: outputs mirror the tree below it."""
-    parts = Path(pattern).parts
-    fixed: list[str] = []
-    for part in parts[:-1]:
-        if glob.has_magic(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path()
-
-
-def _expand_glob(pattern: str, exclude: Path, on_skip: OnSkip) -> list[tuple[Path, Path]]:
-    root = _glob_root(pattern)
-    nested = _nested_output(root, exclude)
-    found: list[tuple[Path, Path]] = []
-    for match in glob.glob(pattern, recursive=True):
-        path = Path(match)
-        if not (_is_input_name(path.name) and _regular_or_report(path, on_skip)):
-            continue
-        if nested is not None and _inside(path, nested):
-            continue
-        found.append((path, path.relative_to(root)))
-    return sorted(found, key=lambda pair: pair[1].as_posix())
 
 
 def _mirrored_job(path: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -> Job:
@@ -479,10 +368,6 @@ def _mirrored_job(path: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -
         out_suffix = in_suffix if kept == fmt else FORMAT_SUFFIXES[fmt]
     name = f"{path.stem}{suffix}{out_suffix}"
     return Job(path, out_dir / rel.parent / name, out_fmt)
-
-
-def same_file_key(path: Path) -> str:
-    return os.path.normcase(os.path.realpath(path))
 
 
 def _refuse_collisions(jobs: Sequence[Job]) -> None:

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from derain_cli.atomic import make_temp, new_file_mode
+from derain_cli.atomic import make_temp, new_file_mode, same_file_key
 from derain_cli.errors import DerainError, UsageError, setting
-from derain_cli.inference.plan import Job, same_file_key
+from derain_cli.inference.plan import Job
 
 
 def check_report_path(report: Path, jobs: Sequence[Job]) -> None:

@@ -142,7 +142,7 @@ def derain_video(
 
 def check_output(source: Path, output: Path, *, overwrite: bool) -> None:
     """Refuse an ``output`` that is ``source`` or, without ``overwrite``, exists at all."""
-    from derain_cli.inference.plan import same_file_key
+    from derain_cli.atomic import same_file_key
 
     same = same_file_key(source) == same_file_key(output)
     if not same and source.exists() and output.exists():
