@@ -27,7 +27,7 @@ streamed as above over the cell grid, so they tile exactly too.
 Space-to-depth networks without norms (``norm = "none"``) are streamed the same way: one
 segment, whose halo is ``gen``'s whole receptive radius, so their tiles are exact too. Other
 networks without such a norm are tiled the classic way: overlapping tiles blended with cosine
-feathering (``tiling.py``). See ``docs/inference.md`` for the measured agreement.
+feathering (``tiling.py``); docs/inference.md compares the two.
 """
 
 from __future__ import annotations

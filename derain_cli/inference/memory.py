@@ -22,8 +22,8 @@ MIN_AUTO_TILE = 128
 #: Live full-width activations at the peak of one forward step of a residual block (block input,
 #: padded copy, conv output, norm output) plus one for the allocator's slack.
 LIVE_ACTIVATIONS = 5
-#: Bytes per element assumed for every precision: measured peaks on an H200 were 653 B/px (fp32)
-#: and 455 B/px (bf16; norms and layout conversions keep float32 temporaries) for 32 channels.
+#: Bytes per element assumed for every precision: norms and layout conversions keep float32
+#: temporaries under bf16 too (measured peaks: docs/inference.md).
 ESTIMATE_ITEMSIZE = 4
 #: Fraction of the free memory that automatic tiling plans to use.
 MEMORY_FRACTION = 0.5
@@ -34,7 +34,7 @@ def bytes_per_pixel(module: nn.Module) -> int:
 
     ``widest conv output channels x 4 B x LIVE_ACTIVATIONS``: the generators here keep full
     resolution, so activations, not weights, fill the memory (32 x 4 x 5 = 640 B/px for the
-    authors' net; measured on CUDA: 653 B/px in fp32, 455 B/px in bf16).
+    authors' net; the measured peaks are in docs/inference.md).
     """
     widths = [m.out_channels for m in module.modules() if isinstance(m, nn.Conv2d)]
     return max(widths, default=3) * ESTIMATE_ITEMSIZE * LIVE_ACTIVATIONS

@@ -7,20 +7,18 @@ mean over non-overlapping ``k x k`` blocks (``avg_pool2d``, stride k)::
 
 Why. Rain streaks are thin, sparse and high-frequency: averaging O over 8x8 blocks leaves mostly
 the scene's tone and colour, which a derained image should keep. The adversarial prior, matched
-against a few unpaired clean photos, is free to move exactly those (a 6-minute NLCL run on a
-GPU drifted to a green/yellow cast and lost 2.6 dB against doing nothing); this
-term pins them to the input per channel, so it also guards against colour casts, while leaving
+against a few unpaired clean photos, is free to move exactly those (short NLCL runs drift to a
+colour cast: docs/training.md, "Early probes of the fidelity terms"); this term pins them to the
+input per channel, so it also guards against colour casts, while leaving
 the fine scale, where the rain lives, to the other terms. The price is that a dense veil (the
 haze of heavy rain) is a low-frequency change too, and this term resists removing it; its weight
-trades veil removal against tone fidelity, measured in ``docs/training.md``'s ablation table.
-``+ 2.0 * L1(avgpool8(B), avgpool8(O))`` on top of ``B = O - relu(G(O))`` measured 21.44 ->
-21.76 dB after 66 s on an H200.
+trades veil removal against tone fidelity (``docs/training.md``'s ablation table).
 
 ``space = "chroma"`` compares only the colour of the block means, ``x - mean_c(x)`` (each pixel
 minus the mean of its three channels), and leaves their brightness free. Rain and its veil add
 near-grey light (the data's rain model: streaks and a veil ``B (1 - t) + A t`` with a scalar
-airlight A), so on bench-dev the rainy input is 20 grey levels brighter than the clean image on
-average (34 on the storm half): the RGB form pins B to that brightness, the chroma form keeps
+airlight A), so a rainy input is brighter than its clean image (docs/evaluation.md, "cast"): the
+RGB form pins B to that brightness, the chroma form keeps
 only the hue, which is what a colour cast changes. The veil also lowers saturation by (1 - t)
 (t <= 0.2), which the chroma form keeps.
 """

@@ -6,12 +6,12 @@ the sample counter), both ``(N, 3, H, W)`` in [-1, 1]::
 
     L_syn = mean |G_B(S) - C|
 
-Why. NLCL learns from real rain without pairs, which on a small CPU budget moves slowly (a few
-thousand steps remove little rain; docs/training.md). Rendered rain over the clean photos NLCL
-already has gives G_B a direct target for every pixel, so streaks are removed within minutes; the
-five NLCL terms on the real rainy photos keep training alongside it (``losses.use_synthetic``
-adds this term, it replaces none). The renderer's breadth decides how far this transfers: a model
-supervised by one rain model alone gains nothing on rain rendered by others.
+Why. NLCL learns from real rain without pairs, which on a small CPU budget moves slowly
+(docs/training.md). Rendered rain over the clean photos NLCL already has gives G_B a direct target
+for every pixel; the five NLCL terms on the real rainy photos keep training alongside it
+(``losses.use_synthetic`` adds this term, it replaces none). The renderer's breadth decides how far
+this transfers: a model supervised by one rain model alone gains nothing on rain rendered by
+others.
 
 L1 rather than L2: L2 rewards a blurred average wherever the rain is ambiguous; L1 keeps edges
 (the usual choice of supervised deraining since PReNet, which used negative SSIM, and MPRNet's
@@ -33,9 +33,9 @@ answer is to leave the picture alone. ``eps`` is 0.02 in [-1, 1] units (about 2.
 
 SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2, on [0, 1]
 images, per RGB channel, valid positions only) falls when texture or edges are taken out with the
-rain, which L1 hardly sees: an ``output = "subtract_rain"`` G_B supervised with L1 alone dimmed
-bright texture along with the streaks, so PSNR rose while SSIM fell below the input's (until
-NLCL's terms joined; docs/training.md). One probe so far; off in every shipped config.
+rain, which L1 hardly sees: L1 alone lets a ``output = "subtract_rain"`` G_B dim bright texture
+along with the streaks, raising PSNR while SSIM falls (docs/training.md, "Early probes of the
+fidelity terms"). Off in every shipped config.
 The mix of an L1 and an SSIM term is the usual restoration loss (Zhao et al.,
 "Loss Functions for Image Restoration with Neural Networks", 2017).
 """

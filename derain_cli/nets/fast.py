@@ -1,10 +1,10 @@
 """A fast generator: the authors' residual blocks behind a lossless space-to-depth front.
 
-``arch = "nlcl-s2d"``. The authors' generator runs every block at full resolution, so a
-megapixel costs 37 full-resolution 3x3 convolutions (about 0.07-0.13 MP/s on 2 CPU cores,
-``docs/benchmarks.md``). Here the image is first rearranged, losslessly, into ``r x r`` pixel
-cells (``PixelUnshuffle(r)``: ``(N, 3, H, W) -> (N, 3 r^2, H/r, W/r)``), the same blocks run on
-that 1/r^2-size grid, and ``PixelShuffle(r)`` puts the pixels back::
+``arch = "nlcl-s2d"``. The authors' generator runs every block at full resolution, so a megapixel
+costs 37 full-resolution 3x3 convolutions (speeds: ``docs/benchmarks.md``). Here the image is
+first rearranged, losslessly, into ``r x r`` pixel cells (``PixelUnshuffle(r)``:
+``(N, 3, H, W) -> (N, 3 r^2, H/r, W/r)``), the same blocks run on that 1/r^2-size grid, and
+``PixelShuffle(r)`` puts the pixels back::
 
     pad H, W up to a multiple of r (replicate), PixelUnshuffle(r)
     gen.0             Conv3x3(3 r^2 -> C)
@@ -16,10 +16,8 @@ that 1/r^2-size grid, and ``PixelShuffle(r)`` puts the pixels back::
 Nothing is thrown away (the rearrangement is a bijection), but each 3x3 convolution now sees a
 ``3r x 3r`` pixel neighbourhood, and every value of a cell is predicted jointly, so fine detail
 has to be learned back by the convolutions: whether quality holds is for training to show.
-Untrained, r=4 with 48 channels x 12 blocks (the defaults) ran at 1.6-2.0 MP/s on 512x512 and
-1024x512 images (the authors' layout: 0.04-0.08 MP/s in the same runs) on a shared 2-core CPU,
-and 0.83 MP/s on 2048x2048 run whole, 1.26 MP/s tiled (``bench/infer_speed.py``,
-``docs/benchmarks.md``; 2.48 MP/s for the same layout on 1024x512 on an idle machine).
+With r=4, 48 channels and 12 blocks (the defaults) the blocks do about 1/r^2 of the full-resolution
+work per pixel; ``bench/infer_speed.py`` measures the speed (``docs/benchmarks.md``).
 
 Padding uses edge replication (no black border for the InstanceNorm statistics to see) and
 always leaves at least two cells per side, so every image size works, even 1 x 1.

@@ -19,8 +19,7 @@ so inference rebuilds the same function; :func:`apply_output`):
   adds light (Eq. 1 with R >= 0; the data's rain model clips ``B + R``), so the background can
   only be darker than the input where the net sees rain and equals the input elsewhere: an
   untrained or unsure network returns the input instead of shifting tone and colour
-  (measured before this project's benchmarks existed: 17.17 -> 21.44 dB on synthetic rain after
-  the same 66 s of GPU training; docs/method.md). Not in the paper.
+  (docs/training.md, "Early probes of the fidelity terms"). Not in the paper.
 
   The relu's gradient is one-sided (:class:`RainRelu`): where ``y < 0`` it still passes the part
   of the gradient that asks for more rain. With a plain relu a unit that went negative never

@@ -4,10 +4,8 @@
 :class:`~derain_cli.video.fusion.TemporalFusion` (each frame combined with its aligned neighbours
 t-k ... t+k, favouring the darker, rain-free samples) and then through the motion-compensated
 recursive filter of :mod:`derain_cli.video.temporal` at a low strength, which steadies the
-flicker the fusion leaves. Measured on the synthetic clips of ``bench/video_flicker.py``
-(docs/benchmarks.md, "Video"), the fusion beat the recursive filter on its own on every kind of
-clip, and the filter after the fusion (strength 0.3) cut the remaining flicker by a further 12 to
-23 % while Y-PSNR rose by 0.01-0.27 dB and the error on moving pixels stayed put.
+flicker the fusion leaves (the measurements behind this order and the filter's strength are in
+docs/benchmarks.md, "Video", from ``bench/video_flicker.py``).
 
 :class:`TemporalSettings` holds the options of both (``derain --temporal-window``,
 ``--temporal-strength``; ``--no-temporal`` derains frame by frame).
@@ -29,7 +27,7 @@ from derain_cli.video.fusion import (
 )
 from derain_cli.video.temporal import RecursiveSettings, TemporalFilter
 
-#: Strength of the recursive filter after the fusion (measured: see the module docstring).
+#: Strength of the recursive filter after the fusion (docs/benchmarks.md, "Video").
 DEFAULT_RECURSIVE = 0.3
 
 
