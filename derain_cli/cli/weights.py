@@ -44,48 +44,15 @@ def list_cmd(
     """List registered weights: bundled in the package, cached from the Hub, or remote."""
     from rich.table import Table
 
-    from derain_cli.weights.hub import cached_file
-    from derain_cli.weights.registry import load_registry, no_default_message
+    from derain_cli.weights.registry import listing, load_registry, no_default_message
 
     with user_errors(debug):
         registry = load_registry()
-        rows: list[dict[str, Any]] = []
-        for entry in registry.entries.values():
-            local: Path | None = None
-            status = "remote"
-            if entry.file is not None and entry.file.is_file():
-                local, status = entry.file, "bundled"
-            elif entry.hub is not None:
-                local = cached_file(entry.hub)
-                status = "cached" if local is not None else "remote"
-            if entry.hub is not None:
-                source = entry.hub.spec
-            else:
-                assert entry.file is not None  # the registry refuses entries with neither
-                source = f"weights/{entry.file.name}"
-            rows.append(
-                {
-                    "name": entry.name,
-                    "arch": entry.arch,
-                    "size": _size(local),
-                    "source": source,
-                    "status": status,
-                    "sha256": entry.sha256,
-                    "description": entry.description,
-                }
-            )
-        for alias, target in sorted(registry.aliases.items()):
-            rows.append(
-                {
-                    "name": alias,
-                    "arch": registry.entries[target].arch if target else "-",
-                    "size": "-",
-                    "source": f"alias of {target}" if target else "alias of nothing",
-                    "status": "alias" if target else "not available",
-                    "sha256": None,
-                    "description": "" if target else no_default_message(),
-                }
-            )
+        keys = ("name", "arch", "size", "source", "status", "sha256", "description")
+        rows = [
+            {key: _size(row["local"]) if key == "size" else row[key] for key in keys}
+            for row in listing(registry)
+        ]
     if as_json:
         _write_json({"registry": str(registry.path), "weights": rows})
         return
@@ -107,15 +74,10 @@ def download_cmd(
     debug: DebugOption = False,
 ) -> None:
     """Fetch weights into the local cache (verified by sha256) and print the file's path."""
-    from derain_cli.weights.files import fetch_entry
-    from derain_cli.weights.hub import HF_SCHEME, fetch, parse_hf_spec
-    from derain_cli.weights.registry import load_registry
+    from derain_cli.weights.files import fetch_spec
 
     with user_errors(debug):
-        if name.startswith(HF_SCHEME):
-            path, digest = fetch(parse_hf_spec(name))
-        else:
-            path, digest = fetch_entry(load_registry().lookup(name))
+        path, digest = fetch_spec(name)
     err_console.print(f"{name}: ready (sha256 {digest})")
     sys.stdout.write(f"{path}\n")
 

@@ -182,6 +182,13 @@ def fetch_entry(entry: WeightsEntry) -> tuple[Path, str]:
     return fetch(entry.hub, sha256=entry.sha256)
 
 
+def fetch_spec(spec: str) -> tuple[Path, str]:
+    """The verified local file of a registered name or an ``hf://`` spec, downloaded if need be."""
+    if spec.startswith(HF_SCHEME):
+        return fetch(parse_hf_spec(spec))
+    return fetch_entry(load_registry().lookup(spec))
+
+
 def _load_entry(entry: WeightsEntry) -> LoadedWeights:
     path, digest = fetch_entry(entry)
     loaded = _load_file(path, source=entry.name, sha256=digest)

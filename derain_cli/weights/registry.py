@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from derain_cli.errors import WeightsError, setting
-from derain_cli.weights.hub import HubRef
+from derain_cli.weights.hub import HubRef, cached_file
 
 DISTRIBUTION = "derain"
 REGISTRY_NAME = "registry.json"
@@ -85,6 +85,50 @@ class Registry:
                 "file, or hf://OWNER/REPO[@REVISION][/FILE]"
             )
         return self.entries[target]
+
+
+def listing(registry: Registry) -> list[dict[str, Any]]:
+    """One row per entry and alias: name, arch, local file (or None), source, status, sha256 and
+    description; status is ``bundled``, ``cached`` (from the Hub), ``remote``, ``alias`` or
+    ``not available`` (an alias of nothing)."""
+    rows: list[dict[str, Any]] = []
+    for entry in registry.entries.values():
+        local: Path | None = None
+        status = "remote"
+        if entry.file is not None and entry.file.is_file():
+            local, status = entry.file, "bundled"
+        elif entry.hub is not None:
+            local = cached_file(entry.hub)
+            status = "cached" if local is not None else "remote"
+        if entry.hub is not None:
+            source = entry.hub.spec
+        else:
+            assert entry.file is not None  # the registry refuses entries with neither
+            source = f"weights/{entry.file.name}"
+        rows.append(
+            {
+                "name": entry.name,
+                "arch": entry.arch,
+                "local": local,
+                "source": source,
+                "status": status,
+                "sha256": entry.sha256,
+                "description": entry.description,
+            }
+        )
+    for alias, target in sorted(registry.aliases.items()):
+        rows.append(
+            {
+                "name": alias,
+                "arch": registry.entries[target].arch if target else "-",
+                "local": None,
+                "source": f"alias of {target}" if target else "alias of nothing",
+                "status": "alias" if target else "not available",
+                "sha256": None,
+                "description": "" if target else no_default_message(),
+            }
+        )
+    return rows
 
 
 def source_checkout_dir() -> Path | None:
