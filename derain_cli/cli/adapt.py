@@ -16,12 +16,12 @@ import typer
 
 from derain_cli.cli.common import ADAPT_FLAGS, err_console, user_errors
 from derain_cli.cli.options import (
+    ConfigFileOption,
     DebugOption,
+    SetOption,
     clean_option,
-    config_option,
     init_option,
     overwrite_option,
-    set_option,
 )
 
 
@@ -78,14 +78,8 @@ def command(
         ),
     ] = None,
     overwrite: Annotated[bool, overwrite_option("Replace an existing output.")] = False,
-    config_file: Annotated[
-        Path | None,
-        config_option("A recipe other than the built-in one (derain train's config keys)."),
-    ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        set_option("Change one key of the recipe, e.g. --set train.lr=5e-5."),
-    ] = None,
+    config_file: ConfigFileOption = None,
+    overrides: SetOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Adapt the default model to a folder of your own rainy photos, without clean versions."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -72,15 +73,6 @@ def clean_option(help: str) -> Any:
     return typer.Option("--clean", metavar="DIR", help=help, show_default=False)
 
 
-def config_option(help: str) -> Any:
-    return typer.Option("--config", metavar="FILE", help=help, show_default=False)
-
-
-def set_option(help: str) -> Any:
-    """One config key, ``KEY=VALUE`` (``derain_cli.toml_text.parse_override``), repeatable."""
-    return typer.Option("--set", metavar="KEY=VALUE", help=help)
-
-
 # Videos (derain run): the encoder and the temporal stage.
 CodecOption = Annotated[
     str | None,
@@ -129,5 +121,26 @@ TemporalStrengthOption = Annotated[
         metavar="S",
         help="Videos: how much of the fused frame replaces the derained one, 0-1 (default 1).",
         show_default=False,
+    ),
+]
+
+
+# Configs (derain train, derain adapt): the same keys, from a file or one at a time.
+ConfigFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="A TOML (or YAML) config file of derain train's keys (derain adapt: instead of its "
+        "built-in recipe).",
+        show_default=False,
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Change one config key (repeatable), e.g. --set train.lr=5e-5.",
     ),
 ]

@@ -18,7 +18,13 @@ from typing import Annotated, Any
 import typer
 
 from derain_cli.cli.common import err_console, fail, user_errors
-from derain_cli.cli.options import DebugOption, clean_option, config_option, init_option, set_option
+from derain_cli.cli.options import (
+    ConfigFileOption,
+    DebugOption,
+    SetOption,
+    clean_option,
+    init_option,
+)
 from derain_cli.config import TrainConfig
 
 #: Shown in --help; the values themselves live in the config (one place for every default).
@@ -99,14 +105,8 @@ def command(
             show_default=False,
         ),
     ] = None,
-    config_file: Annotated[
-        Path | None,
-        config_option("TOML (or YAML) config file."),
-    ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        set_option("Override one config key, e.g. --set losses.adv_weight=0.5."),
-    ] = None,
+    config_file: ConfigFileOption = None,
+    overrides: SetOption = None,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the resolved config as TOML and exit.")
     ] = False,
