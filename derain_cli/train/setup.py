@@ -118,9 +118,14 @@ def check_resume_config(saved: NLCLConfig, requested: NLCLConfig) -> None:
 
 
 def build_objective(config: NLCLConfig) -> NLCLObjective:
+    """The networks and loss terms of ``config``; a config they cannot be built from (a layer
+    index the generator or discriminator lacks) is a :class:`UsageError`."""
     from derain_cli.losses.objective import NLCLObjective
 
-    return NLCLObjective(config.model, config.sampler, config.losses)
+    try:
+        return NLCLObjective(config.model, config.sampler, config.losses)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @dataclass
