@@ -249,7 +249,11 @@ def make_data(
     tc, lc, ctx = run.config.train, run.config.losses, run.ctx
     synthetic = (
         SyntheticRain(
-            lc.synthetic_style, lc.synthetic_scale, lc.synthetic_rain_only, lc.synthetic_streaks
+            lc.synthetic_style,
+            lc.synthetic_scale,
+            lc.synthetic_rain_only,
+            lc.synthetic_streaks,
+            lc.synthetic_clean_fraction,
         )
         if lc.use_synthetic
         else None
