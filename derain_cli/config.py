@@ -160,6 +160,9 @@ class LossConfig:
     # pairs that differ by rain alone: never darker than the clean crop, the same camera noise and
     # JPEG on both (synth.render_pair); what an output = "subtract_rain" G_B can learn exactly
     synthetic_rain_only: bool = False
+    # this share of the synthetic pairs gets no rain at all (target = input, through the same
+    # camera): teaches G_B to leave rain-free texture alone
+    synthetic_clean_fraction: float = 0.0
     # "relative_l1": each crop's L1 divided by its rain's (losses/supervision.py)
     synthetic_loss: SyntheticLoss = "l1"
     # w > 0 adds w * (1 - SSIM(G_B(S), C)): keeps the texture that L1 lets go with the rain
@@ -182,6 +185,10 @@ class LossConfig:
             (len(self.location_g_layers) >= 1, "losses.location_g_layers must not be empty"),
             (self.lowfreq_pool >= 1, "losses.lowfreq_pool must be >= 1"),
             (self.synthetic_scale > 0, "losses.synthetic_scale must be > 0"),
+            (
+                0 <= self.synthetic_clean_fraction < 1,
+                "losses.synthetic_clean_fraction must be in [0, 1)",
+            ),
             (self.synthetic_only_steps >= 0, "losses.synthetic_only_steps must be >= 0"),
             (self.synthetic_ssim_weight >= 0, "losses.synthetic_ssim_weight < 0"),
             (

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,8 @@ from derain_cli.errors import DerainError, UsageError, setting
 from derain_cli.images.formats import READABLE_SUFFIXES
 from derain_cli.images.tensors import to_model_range
 
-# Streams of the seeded generators (kept distinct so the six draws are independent).
-_RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP, _SYNTH_RAIN, _CLEAN_AUGMENT = range(6)
+# Streams of the seeded generators (kept distinct so the seven draws are independent).
+_RAINY_ORDER, _CLEAN_ORDER, _RAINY_CROP, _CLEAN_CROP, _SYNTH_RAIN, _CLEAN_AUGMENT, _DRY = range(7)
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class SyntheticRain:
     scale: float = 1.0
     rain_only: bool = False  # pairs differ by rain alone (synth.render_pair)
     streaks: str = ""  # a folder of streak images for the "bank" style ("" = none)
+    clean_fraction: float = 0.0  # this share of the pairs gets no rain (target = input)
 
 
 @dataclass(frozen=True)
@@ -326,6 +327,8 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
         scale = photo_scale(side, self.synthetic.scale)
         clean_rgb = clean.astype(np.float32) / 255.0 if clean.dtype == np.uint8 else clean
         recipe = sample_recipe(rng, self.synthetic.style, scale, bank=self.bank)
+        if self.synthetic.clean_fraction > 0 and _dry(self.seed, g, self.synthetic.clean_fraction):
+            recipe = replace(recipe, layers=(), veil=0.0, drops=0)  # the camera alone
         rendered, target = render_pair(
             clean_rgb, recipe, rng, rain_only=self.synthetic.rain_only, bank=self.bank
         )
@@ -397,6 +400,12 @@ class UnpairedCrops(Dataset[tuple[torch.Tensor, ...]]):
                 self._warned.add(path)
                 warnings.warn(f"{path}: skipped, cannot decode ({exc})", stacklevel=2)
             return None
+
+
+def _dry(seed: int, g: int, fraction: float) -> bool:
+    """Whether synthetic pair ``g`` gets no rain: a draw of its own stream, so the rain of the
+    other pairs is what it would be without dry ones."""
+    return bool(np.random.default_rng([seed, _DRY, g]).random() < fraction)
 
 
 def _order(seed: int, stream: int, count: int, g: int) -> int:

@@ -168,6 +168,31 @@ def test_synthetic_rain_is_rendered_over_the_clean_crop_reproducibly(tmp_path: P
     assert not torch.equal(synth[8][2] - synth[8][1], rendered - clean2)
 
 
+def test_a_share_of_synthetic_pairs_is_left_dry_and_the_rest_keep_their_rain(
+    tmp_path: Path,
+) -> None:
+    """``losses.synthetic_clean_fraction``: that share of the pairs gets the camera alone (input
+    = target), drawn from a stream of its own, so every other pair keeps the rain it had."""
+    from derain_cli.data import SyntheticRain
+
+    folders = scan_folders(make_dataset(tmp_path / "d", rainy=3, clean=2), min_rainy=2)
+    wet = UnpairedCrops(folders, crop=24, seed=5, synthetic=SyntheticRain("heavy", 2.0, True))
+    mixed = UnpairedCrops(
+        folders, crop=24, seed=5, synthetic=SyntheticRain("heavy", 2.0, True, clean_fraction=0.4)
+    )
+    dry = 0
+    for g in range(40):
+        _, target, rendered = mixed[g]
+        if torch.equal(rendered, target):
+            dry += 1
+        else:
+            _, wet_target, wet_rendered = wet[g]
+            torch.testing.assert_close(rendered, wet_rendered, rtol=0, atol=0)
+            torch.testing.assert_close(target, wet_target, rtol=0, atol=0)
+    assert 8 <= dry <= 24  # 40 % of 40, give or take
+    assert not any(torch.equal(wet[g][2], wet[g][1]) for g in range(40))
+
+
 def test_training_reads_every_image_suffix_that_derain_reads(tmp_path: Path) -> None:
     """One suffix list: a folder that `derain` derains whole is a folder `derain train` reads."""
     from derain_cli.data import list_images

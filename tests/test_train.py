@@ -442,3 +442,29 @@ def test_a_run_resumed_twice_keeps_every_segment_in_its_log(tmp_path: Path) -> N
     events = [(x["event"], x["step"]) for x in lines if "event" in x]
     assert events == [("start", 0), ("resume", 4), ("resume", 6)]
     assert [x["step"] for x in lines if "event" not in x] == [2, 4, 6]
+
+
+@pytest.mark.parametrize(
+    ("key", "layers", "named"),
+    [
+        ("losses.location_g_layers", [0, 1, 9], "generator layers are 0..4, got [9]"),
+        ("losses.layer_d_layers", [0, 7], "discriminator layers are 0..2, got [7]"),
+    ],
+)
+def test_layers_the_networks_lack_are_a_one_line_error(
+    tmp_path: Path, key: str, layers: list[int], named: str
+) -> None:
+    """A generator of 8 blocks under the default location layers (0, 2, 4, 8, 12) stopped the run
+    with a traceback; a layer index the networks lack is a config mistake, told in one line."""
+    data = make_dataset(tmp_path / "d", rainy=3, clean=2)
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_config().dumps_toml(), encoding="utf-8")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(data), "--config", str(config), "--out", str(out),
+                                 "--set", f"{key}={layers}"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"derain: error: {key}: "), result.output
+    assert named in errors[0]
+    assert "Traceback" not in result.output
+    assert not out.exists()

@@ -109,7 +109,10 @@ class NLCLObjective(nn.Module):
                 self.key_heads = copy.deepcopy(self.layer_heads).requires_grad_(False)
         self.location_heads: HeadSet | None = None
         if lc.use_location_contrast:
-            channels = generator_channels(self.g_b, lc.location_g_layers)
+            try:
+                channels = generator_channels(self.g_b, lc.location_g_layers)
+            except ValueError as exc:
+                raise ValueError(f"losses.location_g_layers: {exc}") from None
             self.location_heads = HeadSet(channels, mc.head_units)
 
     # -- parameters ----------------------------------------------------------------------------

@@ -118,9 +118,14 @@ def check_resume_config(saved: NLCLConfig, requested: NLCLConfig) -> None:
 
 
 def build_objective(config: NLCLConfig) -> NLCLObjective:
+    """The networks and loss terms of ``config``; a config they cannot be built from (a layer
+    index the generator or discriminator lacks) is a :class:`UsageError`."""
     from derain_cli.losses.objective import NLCLObjective
 
-    return NLCLObjective(config.model, config.sampler, config.losses)
+    try:
+        return NLCLObjective(config.model, config.sampler, config.losses)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @dataclass
@@ -244,7 +249,11 @@ def make_data(
     tc, lc, ctx = run.config.train, run.config.losses, run.ctx
     synthetic = (
         SyntheticRain(
-            lc.synthetic_style, lc.synthetic_scale, lc.synthetic_rain_only, lc.synthetic_streaks
+            lc.synthetic_style,
+            lc.synthetic_scale,
+            lc.synthetic_rain_only,
+            lc.synthetic_streaks,
+            lc.synthetic_clean_fraction,
         )
         if lc.use_synthetic
         else None
