@@ -7,6 +7,7 @@ corrupt-batch test (:func:`make_corrupt_batch`).
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -49,8 +50,10 @@ def exif_bytes(orientation: int | None = None, make: str = MAKE) -> bytes:
     return exif.tobytes()
 
 
+@functools.cache
 def srgb_icc() -> bytes:
-    """A real ICC profile (lcms' built-in sRGB)."""
+    """A real ICC profile (lcms' built-in sRGB), made once: its header holds the time it was
+    made, so two profiles made a minute apart differ."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
