@@ -5,8 +5,8 @@ in frames t-k ... t+k. :class:`TemporalFusion` keeps that window of derained fra
 neighbour onto frame t (:mod:`derain_cli.video.align`: the camera's motion where the scene follows
 it, the optical flow elsewhere, checked both ways) and replaces every pixel by a robust statistic
 of the aligned samples that favours the darker, rain-free ones
-(:func:`derain_cli.video.statistic.lower_mean`, the mean of the lower half of the quantile
-function, frame t counted twice)::
+(:func:`derain_cli.video.statistic.lower_mean`, the mean of the lower three quarters of the
+quantile function, frame t counted twice)::
 
     F_t = B_t + strength * (lower_mean(B_t, B_t, warp(B_s) where aligned) - B_t)
 
@@ -42,8 +42,10 @@ DEFAULT_STRENGTH = 1.0
 DEFAULT_TOLERANCE = 0.1
 #: How many times frame t itself enters the statistic: it holds on to what only it shows.
 ANCHOR_WEIGHT = 2
-#: The statistic's upper quantile: the mean over quantiles 0 to this.
-UPPER_QUANTILE = 0.5
+#: The statistic's upper quantile: the mean over quantiles 0 to this. Below 1 the brightest
+#: samples (rain the model left) never enter; above 0.5 more samples are averaged, so noise and
+#: what the model changes from frame to frame average out instead of biasing the result darker.
+UPPER_QUANTILE = 0.75
 
 
 @dataclass(frozen=True)
