@@ -148,9 +148,9 @@ def test_the_packaged_recipe_fits_the_default_and_its_successor(tmp_path: Path) 
         assert config.model.generator_hparams == {**config.model.generator_hparams,
                                                   **init.background.hparams}  # fmt: skip
         assert config.train.init == spec and config.train.lr == 1e-4
-        assert (config.train.steps, config.train.time_limit_s) == (400, 600.0)
+        assert (config.train.steps, config.train.time_limit_s) == (450, 600.0)
         assert config.losses.use_synthetic and config.losses.synthetic_only_steps == 0
         assert config.train.lr_schedule == "linear"
-    assert adapt_config(load_init(str(successor)), time_limit_s=1200).train.steps == 800
+    assert adapt_config(load_init(str(successor)), time_limit_s=1200).train.steps == 900
     recipe = load_recipe(NLCLConfig())
     assert recipe == NLCLConfig.load(REPO / "configs" / "adapt.toml")
