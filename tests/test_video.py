@@ -340,12 +340,18 @@ def test_cli_temporal_is_on_by_default_and_no_temporal_turns_it_off(tmp_path: Pa
         options = VideoOptions(Encoder(), temporal)
         derain_video(src, tmp_path / f"{name}.mp4", derainer, options)
     read = {p.stem: decoded_frames(p) for p in tmp_path.glob("*.mp4") if p.stem != "clip"}
-    for name in ("default", "independent"):
-        assert all(
-            np.array_equal(a, b) for a, b in zip(read[name], read[f"lib-{name}"], strict=True)
-        )
-    assert not all(
-        np.array_equal(a, b) for a, b in zip(read["default"], read["independent"], strict=True)
+
+    def apart(x: str, y: str) -> float:
+        pairs = zip(read[x], read[y], strict=True)
+        return max(float(np.abs(a.astype(float) - b.astype(float)).mean()) for a, b in pairs)
+
+    # The CLI's frames are the library's (up to what the encoder makes of floating-point noise:
+    # exact in a process of its own, a fraction of a grey level after other tests ran in it),
+    # and the fusion changes them by far more than that.
+    assert apart("default", "lib-default") < 0.25
+    assert apart("independent", "lib-independent") < 0.25
+    assert apart("default", "independent") > 4 * max(
+        apart("default", "lib-default"), apart("independent", "lib-independent"), 0.25
     )
 
 
