@@ -348,11 +348,9 @@ def test_cli_temporal_is_on_by_default_and_no_temporal_turns_it_off(tmp_path: Pa
     # The CLI's frames are the library's (up to what the encoder makes of floating-point noise:
     # exact in a process of its own, a fraction of a grey level after other tests ran in it),
     # and the fusion changes them by far more than that.
-    assert apart("default", "lib-default") < 0.25
-    assert apart("independent", "lib-independent") < 0.25
-    assert apart("default", "independent") > 4 * max(
-        apart("default", "lib-default"), apart("independent", "lib-independent"), 0.25
-    )
+    to_library = [apart(name, f"lib-{name}") for name in ("default", "independent")]
+    assert max(to_library) < 0.25
+    assert apart("default", "independent") > 4 * max(*to_library, 0.25)
 
 
 def test_cli_temporal_window_and_strength_reach_the_library(tmp_path: Path) -> None:
