@@ -203,7 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def weights_models(specs: list[str]) -> list[tuple[str, nn.Module]]:
     """Each ``--weights`` as it loads for ``derain`` (its architecture and hyper-parameters)."""
-    from derain_cli.weights.files import load_weights
+    from derain_cli.weights.loading import load_weights
 
     found = []
     for spec in specs:

@@ -39,7 +39,7 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from derain_cli.weights.files import load_weights
+    from derain_cli.weights.loading import load_weights
     from derain_cli.weights.onnx_export import export_onnx
 
     loaded = load_weights(args.weights)

@@ -55,7 +55,7 @@ from derain_cli.video.flicker import (
     warping_error,
 )
 from derain_cli.video.temporal import RecursiveSettings, TemporalFilter
-from derain_cli.weights.files import load_weights
+from derain_cli.weights.loading import load_weights
 
 STYLES = ("streak", "heavy", "drizzle")
 MEASURES = ("psnr", "ssim", "flicker", "static", "moving", "warp")

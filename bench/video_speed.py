@@ -44,7 +44,7 @@ from derain_cli.inference.engine import Derainer
 from derain_cli.synth.clip import rainy_clip
 from derain_cli.video.consistency import TemporalSettings, TemporalStage
 from derain_cli.video.pipeline import VideoOptions, derain_video
-from derain_cli.weights.files import load_weights
+from derain_cli.weights.loading import load_weights
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25) -> None:

@@ -26,14 +26,14 @@ if TYPE_CHECKING:
     from derain_cli.inference.engine import Derainer
     from derain_cli.video.consistency import TemporalSettings
     from derain_cli.video.pipeline import VideoOptions, derain_video
-    from derain_cli.weights.files import load_weights
+    from derain_cli.weights.loading import load_weights
 
 _LAZY = {
     "Derainer": "derain_cli.inference.engine",
     "derain_video": "derain_cli.video.pipeline",
     "VideoOptions": "derain_cli.video.pipeline",
     "TemporalSettings": "derain_cli.video.consistency",
-    "load_weights": "derain_cli.weights.files",
+    "load_weights": "derain_cli.weights.loading",
 }
 __all__ = [
     "Derainer",

@@ -18,7 +18,7 @@ from derain_cli.toml_text import dumps_toml
 from derain_cli.train.adapt import adapt, adapt_config, load_recipe
 from derain_cli.train.init_weights import load_init
 from derain_cli.weights.checksums import read_sidecar, sha256_file
-from derain_cli.weights.files import load_weights
+from derain_cli.weights.loading import load_weights
 
 runner = CliRunner()
 

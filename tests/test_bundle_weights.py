@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from derain_cli.nets.registry import build_generator
-from derain_cli.weights.files import load_weights, save_weights
+from derain_cli.weights.files import save_weights
+from derain_cli.weights.loading import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
 HPARAMS = {"in_channels": 3, "channels": 8, "blocks": 2}

@@ -314,7 +314,7 @@ def test_absent_device_is_exit_2(tmp_path: Path, weights_file: Path, device: str
 def test_missing_default_weights_is_exit_2_with_how_to(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from derain_cli.weights.files import load_weights
+    from derain_cli.weights.loading import load_weights
 
     # A registry without a default (the bundled one has one since nlcl-cpu-v1).
     empty = tmp_path / "registry.json"
@@ -337,14 +337,14 @@ def test_missing_default_weights_is_exit_2_with_how_to(
 def test_model_loaded_once_before_any_input(
     tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import derain_cli.weights.files as weights_module
+    import derain_cli.weights.loading as weights_module
 
     events: list[str] = []
     real_load, real_read = weights_module.load_weights, batch.read_image
 
-    def load(spec: str | None) -> object:
+    def load(spec: str | None, **options: bool) -> object:
         events.append("load")
-        return real_load(spec)
+        return real_load(spec, **options)
 
     class CountingDerainer(engine.Derainer):
         def __init__(self, *args: object, **kwargs: object) -> None:

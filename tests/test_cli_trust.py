@@ -132,9 +132,9 @@ def test_closed_stdout_pipe_ends_quietly(
 def test_tiny_tile_is_refused_before_any_work(
     tmp_path: Path, weights_file: Path, tile: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from derain_cli.weights import files as weights_module
+    from derain_cli.weights import loading as weights_module
 
-    def no_load(spec: str | None) -> None:
+    def no_load(spec: str | None, **options: bool) -> None:
         raise AssertionError("weights loaded despite a refused --tile")
 
     monkeypatch.setattr(weights_module, "load_weights", no_load)

@@ -19,7 +19,7 @@ from PIL import Image
 from derain_cli.evaluation.metrics import psnr, ssim
 from derain_cli.weights import registry as weights_registry
 from derain_cli.weights.checksums import sha256_file
-from derain_cli.weights.files import load_weights
+from derain_cli.weights.loading import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "docs" / "examples" / "rainy-camera.jpg"

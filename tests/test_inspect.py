@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from derain_cli import inspect as ins
 from derain_cli.cli.app import app, route
-from derain_cli.weights.files import rain_weights_beside
+from derain_cli.weights.loading import rain_weights_beside
 
 runner = CliRunner()
 REPEATS = [(0, 0), (48, 32), (16, 64)]  # (x, y) top-left corners on the 8-px training grid

@@ -23,10 +23,12 @@ def test_old_paths_import_the_new_module(
 
 def test_the_weights_package_hands_on_the_old_module_names() -> None:
     files = importlib.import_module("derain_cli.weights.files")
-    from derain_cli.weights import LoadedWeights, load_weights, save_weights
+    loading = importlib.import_module("derain_cli.weights.loading")
+    from derain_cli.weights import LoadedWeights, fetch_entry, load_weights, save_weights
 
-    assert (load_weights, save_weights, LoadedWeights) == (
-        files.load_weights,
+    assert (load_weights, fetch_entry, save_weights, LoadedWeights) == (
+        loading.load_weights,
+        loading.fetch_entry,
         files.save_weights,
         files.LoadedWeights,
     )

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from derain_cli.cli.app import app
 from derain_cli.errors import UsageError
 from derain_cli.nets.registry import build_generator
-from derain_cli.weights.files import load_weights, save_weights
+from derain_cli.weights.files import save_weights
+from derain_cli.weights.loading import load_weights
 from derain_cli.weights.onnx_export import export_onnx
 
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra (part of the test extra)")

@@ -79,7 +79,7 @@ def test_cli_run_exports_weights_that_derain_loads(data: Path, tmp_path: Path) -
     assert grid.shape == (14 + 2 * 32 + 2, 4 * 32 + 3 * 2)
     assert grid[:14].min() < 100 and (grid[:14] == 255).mean() > 0.5
 
-    from derain_cli.weights.files import load_weights
+    from derain_cli.weights.loading import load_weights
 
     loaded = load_weights(str(out / "G_B.safetensors"))
     assert loaded.arch == "nlcl-resnet"
@@ -93,7 +93,7 @@ def test_cli_run_exports_weights_that_derain_loads(data: Path, tmp_path: Path) -
     state = load_checkpoint(out / "checkpoint.pt")["models"]
     for key, tensor in rain.module.state_dict().items():
         assert torch.equal(tensor, state[f"g_r.{key}"]), key
-    from derain_cli.weights.files import rain_weights_beside
+    from derain_cli.weights.loading import rain_weights_beside
 
     assert rain_weights_beside(str(out / "G_B.safetensors")) == out / "G_R.safetensors"
     # ...and the default command derains a photo with it.

@@ -17,7 +17,7 @@ from derain_cli.errors import UsageError, WeightsError
 from derain_cli.train.checkpoint import load_checkpoint
 from derain_cli.train.export import export_run
 from derain_cli.train.loop import train
-from derain_cli.weights.files import load_weights
+from derain_cli.weights.loading import load_weights
 
 runner = CliRunner()
 

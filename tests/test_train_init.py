@@ -23,7 +23,7 @@ from derain_cli.train.init_weights import full_hparams
 from derain_cli.train.loop import train
 from derain_cli.train.setup import Run, build_objective
 from derain_cli.weights.checksums import sha256_file
-from derain_cli.weights.files import load_weights
+from derain_cli.weights.loading import load_weights
 
 runner = CliRunner()
 TINY_RESNET = {"channels": 8, "blocks": 2}  # TINY's generators

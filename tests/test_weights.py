@@ -30,11 +30,10 @@ from derain_cli.weights.files import (
     KEY_HPARAMS,
     LoadedWeights,
     count_parameters,
-    load_file,
-    load_weights,
     save_weights,
 )
 from derain_cli.weights.hub import HubRef, cached_file, hub_cache_dir, parse_hf_spec
+from derain_cli.weights.loading import load_file, load_weights
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"channels": 8, "blocks": 2}
@@ -459,6 +458,25 @@ def test_registry_entries_download_list_and_default(
 
     assert load_weights(None).sha256 == local_digest
     assert load_weights("tiny-hub").source == "tiny-hub"
+
+
+def test_download_takes_registered_names_and_hub_specs_only(tmp_path: Path) -> None:
+    """A local weights file is no name to download, though ``load_weights`` takes it."""
+    local = tmp_path / "G_B.safetensors"
+    save_weights(local, tiny_generator(), arch="nlcl-resnet", hparams=TINY)
+    code, _, err = cli("weights", "download", str(local))
+    assert code == 2 and f"unknown weights '{local}'" in err
+    assert load_weights(str(local)).source == str(local)
+
+
+def test_rain_weights_are_refused_before_the_network_is_built(tmp_path: Path) -> None:
+    """G_R named as such is refused for what it is, even when its tensors would not load."""
+    path = tmp_path / "nlcl-G_R.pth"
+    torch.save({"gen.0.weight": torch.zeros(8, 3, 7, 7)}, path)
+    with pytest.raises(WeightsError, match="the rain generator G_R"):
+        load_weights(str(path), background=True)
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_weights(str(path))
 
 
 # ------------------------------------------------------------------------------------ wheel

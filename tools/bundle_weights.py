@@ -131,10 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         KEY_FORMAT,
         KEY_HPARAMS,
         KEY_VERSION,
-        load_file,
-        load_weights,
         save_weights,
     )
+    from derain_cli.weights.loading import load_file, load_weights
     from derain_cli.weights.registry import load_registry
 
     try:

@@ -123,7 +123,7 @@ def _decompose(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """B and R (G_R when found, else None) at search resolution: G_B/G_R run on that copy."""
     from derain_cli import inspect as ins
-    from derain_cli.weights.files import load_pair
+    from derain_cli.weights.loading import load_pair
 
     g_b, g_r = load_pair(spec, rain_spec)
     err_console.print(f"G_B: {g_b.source}; G_R: {g_r.source if g_r else 'none (R = O - B)'}")

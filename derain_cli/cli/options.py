@@ -59,7 +59,7 @@ def overwrite_option(help: str) -> Any:
 
 
 def weights_option(help: str) -> Any:
-    """A weights spec: what :func:`derain_cli.weights.files.load_weights` takes."""
+    """A weights spec: what :func:`derain_cli.weights.loading.load_weights` takes."""
     return typer.Option(metavar="SPEC", help=help, show_default=False)
 
 

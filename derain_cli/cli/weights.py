@@ -74,12 +74,12 @@ def download_cmd(
     debug: DebugOption = False,
 ) -> None:
     """Fetch weights into the local cache (verified by sha256) and print the file's path."""
-    from derain_cli.weights.files import fetch_spec
+    from derain_cli.weights.loading import locate
 
     with user_errors(debug):
-        path, digest = fetch_spec(name)
-    err_console.print(f"{name}: ready (sha256 {digest})")
-    sys.stdout.write(f"{path}\n")
+        found = locate(name, files=False)
+    err_console.print(f"{name}: ready (sha256 {found.sha256})")
+    sys.stdout.write(f"{found.path}\n")
 
 
 @app.command("convert")
@@ -120,7 +120,7 @@ def export_onnx_cmd(
     with user_errors(debug):
         if output.exists() and not overwrite:
             raise UsageError(f"{output}: exists already (--overwrite replaces it)")
-        from derain_cli.weights.files import load_weights
+        from derain_cli.weights.loading import load_weights
         from derain_cli.weights.onnx_export import export_onnx
 
         done = export_onnx(load_weights(spec), output, opset=opset, overwrite=True)
@@ -168,7 +168,8 @@ def info_cmd(
     """Show a weights file's architecture, hyper-parameters, size, metadata and sha256."""
     from rich.table import Table
 
-    from derain_cli.weights.files import count_parameters, load_weights
+    from derain_cli.weights.files import count_parameters
+    from derain_cli.weights.loading import load_weights
 
     with user_errors(debug):
         loaded = load_weights(spec)

@@ -188,23 +188,23 @@ def stream_jobs(
             if item.result is not None:
                 yield item.result
                 continue
-            if item.job.is_video:
-                yield _derain_video_job(
-                    item.job,
+            if not item.job.is_video:
+                yield _compute_and_write(
+                    item,
                     derain,
-                    video,
-                    on_frame,
                     skip_existing=skip_existing,
                     overwrite=overwrite,
+                    quality=quality,
+                    stdout=stdout,
                 )
                 continue
-            yield _compute_and_write(
-                item,
+            yield _derain_video_job(
+                item.job,
                 derain,
+                video,
+                on_frame,
                 skip_existing=skip_existing,
                 overwrite=overwrite,
-                quality=quality,
-                stdout=stdout,
             )
     finally:
         stop.set()

@@ -233,11 +233,10 @@ class Derainer:
         G_B are refused (:class:`~derain_cli.errors.WeightsError`). The settings are checked
         (:meth:`check_settings`) before the weights are read.
         """
-        from derain_cli.weights.files import load_weights, require_background
+        from derain_cli.weights.loading import load_weights
 
         cls.check_settings(device=device, precision=precision, tile=tile, overlap=overlap)
-        loaded = load_weights(None if spec is None else os.fspath(spec))
-        require_background(loaded)
+        loaded = load_weights(None if spec is None else os.fspath(spec), background=True)
         return cls(loaded, device=device, precision=precision, tile=tile, overlap=overlap)
 
     def derain_image(self, image: Any) -> Any:

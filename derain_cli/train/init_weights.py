@@ -1,10 +1,10 @@
 """Start a training run from trained weights (``train.init``, ``derain train --init SPEC``).
 
 G_B starts from SPEC's weights, and G_R from SPEC's rain partner where there is one
-(:func:`derain_cli.weights.files.rain_weights_beside`: the registered ``NAME-rain`` entry, or the
+(:func:`derain_cli.weights.loading.rain_weights_beside`: the registered ``NAME-rain`` entry, or the
 ``G_R`` file beside a ``G_B`` file); the discriminator, the projection heads and the momentum
 encoder start fresh, seeded as in any run. SPEC is anything ``derain --weights`` takes, loaded by
-the same code (:func:`derain_cli.weights.files.load_weights`: safetensors, or ``torch.load`` with
+the same code (:func:`derain_cli.weights.loading.load_weights`: safetensors, or ``torch.load`` with
 ``weights_only=True``; never code from the file).
 
 Where the architecture comes from: :func:`architecture_overrides` gives the four ``model`` keys
@@ -29,11 +29,8 @@ from torch import nn
 
 from derain_cli.config import NLCLConfig
 from derain_cli.errors import UsageError, WeightsError, setting
-from derain_cli.weights.files import (
-    LAYER_RAIN,
-    LoadedWeights,
-    load_pair,
-)
+from derain_cli.weights.files import LAYER_RAIN, LoadedWeights
+from derain_cli.weights.loading import load_pair
 
 #: The model keys that describe the generators (what --init decides).
 ARCHITECTURE_KEYS = (

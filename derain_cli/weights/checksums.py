@@ -33,8 +33,13 @@ def verify_sha256(
 
     The first digest that differs raises :class:`~derain_cli.errors.WeightsError` naming the file
     (``name``, else ``path``), both digests and who gave the expected one; ``on_mismatch(actual)``
-    runs first (the Hub cache deletes the bad copy) and ``consequence`` ends the message.
+    runs first (the Hub cache deletes the bad copy) and ``consequence`` ends the message. A path
+    that is no file is refused the same way ("weights file not found", "is a folder").
     """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a weights file" if path.is_dir() else "weights file not found"
+        raise WeightsError(f"{path}: {what}")
     actual = sha256_file(path)
     for source, digest in expected:
         if digest and digest.lower() != actual:

@@ -1,24 +1,23 @@
-"""Load and save generator weights: the one entry point for every kind of weights spec.
+"""What a weights file holds: reading, checking and writing generator weights.
 
-``load_weights(spec)`` accepts
+Two formats are read:
 
-* ``None`` or a registered name (``weights/registry.json``; ``default`` is an alias),
-* a ``.safetensors`` file written by :func:`save_weights` (architecture and hyper-parameters in its
-  metadata),
+* a ``.safetensors`` file written by :func:`save_weights` (architecture and hyper-parameters in
+  its metadata; a bare export of the authors' layout has none and is recognised by its tensors),
 * the authors' released ``.pth`` checkpoint (a plain state dict, read with
-  ``torch.load(weights_only=True)``, so loading never runs code from the file),
-* ``hf://OWNER/REPO[@REVISION][/FILE]`` (see :mod:`derain_cli.weights.hub`).
+  ``torch.load(weights_only=True)``, so loading never runs code from the file).
 
-The module is rebuilt with :func:`derain_cli.nets.registry.build_generator` and loaded strictly:
-every tensor must be present with its exact shape. Problems become one-line
-:class:`~derain_cli.errors.WeightsError` messages naming the file and the reason.
+:func:`read_weights` rebuilds the module with :func:`derain_cli.nets.registry.build_generator`
+and loads it strictly: every tensor must be present with its exact shape. Problems become one-line
+:class:`~derain_cli.errors.WeightsError` messages naming the file and the reason. Where a spec
+(a registered name, ``hf://``, a path) is turned into a verified file is
+:mod:`derain_cli.weights.loading`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -34,8 +33,7 @@ from derain_cli.errors import WeightsError, setting
 from derain_cli.nets.registry import build_generator
 from derain_cli.version import __version__
 from derain_cli.weights.checksums import read_sidecar, verify_sha256, write_sidecar
-from derain_cli.weights.hub import HF_SCHEME, fetch, parse_hf_spec
-from derain_cli.weights.registry import DEFAULT_ALIAS, WeightsEntry, load_registry
+from derain_cli.weights.registry import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES
 
 FORMAT_VERSION = "1"
 KEY_ARCH = "derain.arch"
@@ -54,8 +52,6 @@ _LAYER_NAMES = {
     LAYER_BACKGROUND: re.compile(r"(?:^|[^A-Za-z0-9])G_B(?:$|[^A-Za-z0-9])"),
 }
 AUTHORS_ARCH = "nlcl-resnet"
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
 #: Containers some training scripts wrap a state dict in; the authors' G_B.pth is a bare dict.
 _WRAPPER_KEYS = ("state_dict", "model", "params_ema", "params", "G_B")
 
@@ -82,15 +78,19 @@ def require_background(loaded: LoadedWeights) -> None:
     Weights trained by ``derain train`` say their layer in the metadata (``derain.layer``); the
     authors' checkpoints only in their file name (``G_R.pth`` is the rain generator).
     """
-    if loaded.layer in ("", LAYER_BACKGROUND):
+    _require_background(loaded.source, loaded.layer, loaded.layer_from)
+
+
+def _require_background(source: str, layer: str, layer_from: str) -> None:
+    if layer in ("", LAYER_BACKGROUND):
         return
-    if loaded.layer_from == "metadata":
-        why = f"its metadata says {KEY_LAYER}={loaded.layer}"
+    if layer_from == "metadata":
+        why = f"its metadata says {KEY_LAYER}={layer}"
     else:
         why = "its file name says G_R"
-    what = "the rain generator G_R" if loaded.layer == LAYER_RAIN else "not a background layer"
+    what = "the rain generator G_R" if layer == LAYER_RAIN else "not a background layer"
     raise WeightsError(
-        f"{loaded.source}: these are the weights of {what} ({why}); derain needs the background "
+        f"{source}: these are the weights of {what} ({why}); derain needs the background "
         "generator G_B (G_B.safetensors from the same training run, or the authors' G_B.pth)"
     )
 
@@ -106,131 +106,49 @@ def weights_layer(path: Path, meta: Mapping[str, str]) -> tuple[str, str]:
     return "", ""
 
 
-def rain_weights_beside(spec: str) -> Path | str | None:
-    """The G_R spec that belongs with the G_B ``spec``, if there is one.
+def read_weights(
+    path: Path,
+    *,
+    source: str,
+    sha256: str,
+    arch: str | None = None,
+    background: bool = False,
+) -> LoadedWeights:
+    """The generator a (verified) weights file holds, built and loaded strictly.
 
-    Beside a G_B file: the file of the same name with ``G_B`` -> ``G_R`` (how ``derain train``
-    exports a run, and how the authors name their checkpoints). For a registered name
-    (``default`` included): the registered ``<name>-rain`` entry (how bundled weights are named).
-    ``hf://`` specs and files without ``G_B`` in the name have none (see :func:`load_pair`).
+    ``source`` names the weights in messages; ``arch``, when given, is what the file must say
+    (the registry's promise); ``background=True`` refuses, before building anything, weights known
+    to be another layer than G_B (:func:`require_background`).
     """
-    path = Path(spec).expanduser()
-    if path.is_file():
-        if "G_B" not in path.name:
-            return None
-        candidate = path.with_name(path.name.replace("G_B", "G_R"))
-        return candidate if candidate.is_file() else None
-    if spec.startswith(HF_SCHEME) or not _looks_like_name(spec):
-        return None
-    try:
-        registry = load_registry()
-        entry = registry.lookup(spec)
-    except WeightsError:
-        return None
-    rain = f"{entry.name}-rain"
-    return rain if rain in registry.entries else None
-
-
-def load_pair(
-    spec: str, rain_spec: str | None = None
-) -> tuple[LoadedWeights, LoadedWeights | None]:
-    """G_B from ``spec`` (refused unless a background generator) and its G_R, if any.
-
-    G_R is ``rain_spec`` when given, else the partner :func:`rain_weights_beside` finds, else
-    None. ``derain inspect-patches`` and ``derain train --init`` both load their weights here.
-    """
-    background = load_weights(spec)
-    require_background(background)
-    if rain_spec is None:
-        partner = rain_weights_beside(spec)
-        rain_spec = str(partner) if partner is not None else None
-    return background, load_weights(rain_spec) if rain_spec is not None else None
-
-
-def load_weights(spec: str | None) -> LoadedWeights:
-    """Resolve ``spec`` (see the module docstring) and build the generator it describes."""
-    spec = DEFAULT_ALIAS if spec is None else spec.strip()
-    if spec.startswith(HF_SCHEME):
-        ref = parse_hf_spec(spec)
-        path, digest = fetch(ref)
-        return _load_file(path, source=ref.spec, sha256=digest)
-    path = Path(spec).expanduser()
-    if _looks_like_name(spec) and not path.exists():
-        return _load_entry(load_registry().lookup(spec))
-    return load_file(path)
-
-
-def load_file(path: Path | str, *, sha256: str | None = None) -> LoadedWeights:
-    """Load a local ``.safetensors`` or ``.pth`` file, checking its sidecar sha256 if present."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a weights file" if path.is_dir() else "weights file not found"
-        raise WeightsError(f"{path}: {what}")
-    if sha256:
-        digest = verify_sha256(path, [("the expected checksum", sha256)])
-    else:
-        digest = verify_sha256(path, [("its .sha256 sidecar", read_sidecar(path))])
-    return _load_file(path, source=str(path), sha256=digest)
-
-
-def fetch_entry(entry: WeightsEntry) -> tuple[Path, str]:
-    """The local file of a registry entry: bundled, cached, or downloaded now (verified)."""
-    if entry.file is not None and entry.file.is_file():
-        return entry.file, verify_sha256(entry.file, [("the registry", entry.sha256)])
-    if entry.hub is None:
-        raise WeightsError(f"{entry.name}: bundled file {entry.file} is missing (reinstall derain)")
-    return fetch(entry.hub, sha256=entry.sha256)
-
-
-def fetch_spec(spec: str) -> tuple[Path, str]:
-    """The verified local file of a registered name or an ``hf://`` spec, downloaded if need be."""
-    if spec.startswith(HF_SCHEME):
-        return fetch(parse_hf_spec(spec))
-    return fetch_entry(load_registry().lookup(spec))
-
-
-def _load_entry(entry: WeightsEntry) -> LoadedWeights:
-    path, digest = fetch_entry(entry)
-    loaded = _load_file(path, source=entry.name, sha256=digest)
-    if loaded.arch != entry.arch:
-        raise WeightsError(
-            f"{path}: registry says arch {entry.arch!r} but the file says {loaded.arch!r}"
-        )
-    return loaded
-
-
-def _looks_like_name(spec: str) -> bool:
-    return (
-        "/" not in spec
-        and os.sep not in spec
-        and not spec.endswith(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)
-    )
-
-
-def _load_file(path: Path, *, source: str, sha256: str) -> LoadedWeights:
-    kind = _sniff(path)
-    if kind == "safetensors":
+    if _sniff(path) == "safetensors":
         state, meta = read_safetensors(path)
-        arch, hparams = _arch_from_metadata(path, meta, state)
+        found, hparams = _arch_from_metadata(path, meta, state)
     else:
-        state = read_torch_checkpoint(path)
-        meta = {}
-        arch, hparams = AUTHORS_ARCH, infer_nlcl_hparams(path, state)
+        state, meta = read_torch_checkpoint(path), {}
+        found, hparams = AUTHORS_ARCH, infer_nlcl_hparams(path, state)
+    layer, layer_from = weights_layer(path, meta)
+    if background:
+        _require_background(source, layer, layer_from)
+    if arch is not None and found != arch:
+        raise WeightsError(f"{path}: registry says arch {arch!r} but the file says {found!r}")
+    module = _build(path, found, hparams, state)
+    return LoadedWeights(
+        module=module.float().eval(), arch=found, hparams=hparams, metadata=meta, source=source,
+        sha256=sha256, layer=layer, layer_from=layer_from,
+    )  # fmt: skip
+
+
+def _build(
+    path: Path, arch: str, hparams: dict[str, Any], state: Mapping[str, torch.Tensor]
+) -> nn.Module:
     try:
-        module = build_generator(arch, hparams)
+        return build_generator(arch, hparams, state)
     except WeightsError as exc:
         raise WeightsError(f"{path}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise WeightsError(
             f"{path}: hyper-parameters {hparams} do not fit {arch!r}: {exc}"
         ) from None
-    _load_strict(path, module, state, arch)
-    module = module.float().eval()
-    layer, layer_from = weights_layer(path, meta)
-    return LoadedWeights(
-        module=module, arch=arch, hparams=hparams, metadata=meta, source=source, sha256=sha256,
-        layer=layer, layer_from=layer_from,
-    )  # fmt: skip
 
 
 def _sniff(path: Path) -> str:
@@ -333,29 +251,6 @@ def _arch_from_metadata(
     return arch, hparams
 
 
-def _load_strict(
-    path: Path, module: nn.Module, state: Mapping[str, torch.Tensor], arch: str
-) -> None:
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if mismatched:
-        problems.append(f"{len(mismatched)} with the wrong shape (e.g. {mismatched[0]})")
-    if problems:
-        raise WeightsError(f"{path}: tensors do not fit arch {arch!r}: " + "; ".join(problems))
-    module.load_state_dict(dict(state), strict=True)
-
-
 def save_weights(
     path: Path | str,
     module: nn.Module,
@@ -393,7 +288,10 @@ def save_weights(
 
 
 def convert_checkpoint(src: Path | str, dest: Path | str, *, overwrite: bool = False) -> str:
-    """Convert the authors' ``.pth`` into our safetensors format; return the new file's sha256."""
+    """Convert the authors' ``.pth`` into our safetensors format; return the new file's sha256.
+
+    ``src`` must be a file; it is checked against its ``.sha256`` sidecar when it has one.
+    """
     src, dest = Path(src), Path(dest)
     if dest.exists() and not overwrite:
         raise WeightsError(
@@ -401,7 +299,8 @@ def convert_checkpoint(src: Path | str, dest: Path | str, *, overwrite: bool = F
         )
     if dest.resolve() == src.resolve():
         raise WeightsError(f"{dest}: refusing to overwrite the source checkpoint")
-    loaded = load_file(src)
+    digest = verify_sha256(src, [("its .sha256 sidecar", read_sidecar(src))])
+    loaded = read_weights(src, source=str(src), sha256=digest)
     if _sniff(src) != "torch":
         raise WeightsError(f"{src}: expected a torch .pth checkpoint")
     return save_weights(

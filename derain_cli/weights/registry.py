@@ -25,12 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from derain_cli.errors import WeightsError, setting
-from derain_cli.weights.hub import HubRef, cached_file
+from derain_cli.weights.hub import HF_SCHEME, HubRef, cached_file, parse_hf_spec
 
 DISTRIBUTION = "derain"
 REGISTRY_NAME = "registry.json"
 DATA_FILES_DIR = ("share", "derain", "weights")
 DEFAULT_ALIAS = "default"
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
+#: A spec ending in one of these is a file, never a registered name.
+WEIGHTS_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
 
 
 def no_default_message() -> str:
@@ -85,6 +89,58 @@ class Registry:
                 "file, or hf://OWNER/REPO[@REVISION][/FILE]"
             )
         return self.entries[target]
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What a weights spec points at, and what the registry promises of it.
+
+    ``place`` is a local file or a file on the Hub; ``sha256`` and ``arch`` are the registry's
+    (None for a path or an ``hf://`` spec, which promise nothing beyond their own checksums).
+    """
+
+    #: How messages name it: the registered name, the ``hf://`` spec or the file.
+    label: str
+    place: Path | HubRef
+    sha256: str | None = None
+    arch: str | None = None
+
+
+def is_name(spec: str) -> bool:
+    """Whether ``spec`` could be a registered name (no folder, no weights-file suffix)."""
+    return "/" not in spec and os.sep not in spec and not spec.endswith(WEIGHTS_SUFFIXES)
+
+
+def pin(spec: str | os.PathLike[str] | WeightsEntry | None, *, files: bool = True) -> Pinned:
+    """Where the weights ``spec`` names live: the first step of loading weights by spec.
+
+    ``None`` is ``default``; a name (:func:`is_name`) that is no existing file is looked up in
+    the registry; an entry gives its bundled file, else its pinned Hub file, with the registry's
+    checksum and architecture. ``hf://OWNER/REPO[@REVISION][/FILE]`` is a Hub file; anything else
+    (and any ``os.PathLike``) a local file. ``files=False`` looks up every spec but an ``hf://`` one
+    in the registry (``derain weights download`` fetches named weights, never a local path).
+    """
+    if isinstance(spec, os.PathLike):
+        path = Path(spec)
+        return Pinned(str(path), path)
+    entry = spec if isinstance(spec, WeightsEntry) else None
+    if spec is None or isinstance(spec, str):
+        spec = DEFAULT_ALIAS if spec is None else spec.strip()
+        path = Path(spec).expanduser()
+        if not spec.startswith(HF_SCHEME):
+            if files and (not is_name(spec) or path.exists()):
+                return Pinned(str(path), path)
+            entry = load_registry().lookup(spec)
+    if entry is not None:
+        if entry.file is not None and entry.file.is_file():
+            return Pinned(entry.name, entry.file, entry.sha256, entry.arch)
+        if entry.hub is None:
+            raise WeightsError(
+                f"{entry.name}: bundled file {entry.file} is missing (reinstall derain)"
+            )
+        return Pinned(entry.name, entry.hub, entry.sha256, entry.arch)
+    ref = parse_hf_spec(str(spec))
+    return Pinned(ref.spec, ref)
 
 
 def listing(registry: Registry) -> list[dict[str, Any]]:
