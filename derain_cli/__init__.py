@@ -8,6 +8,7 @@ The Python API, in the manner of diffusers and rembg (see docs/api.md)::
     clean = derainer.derain_image(photo)               # PIL image or numpy array, same type back
 
 * :class:`Derainer`: one image at a time (whole or tiled); ``derainer(rgb)`` on float arrays.
+* :class:`DerainerSettings`: device, precision, tile and overlap, checked once before loading.
 * :func:`derain_video`: one video file to another, with :class:`VideoOptions` (encoder,
   :class:`TemporalSettings`).
 * :func:`load_weights`: weights from any spec, as :class:`~derain_cli.weights.files.LoadedWeights`.
@@ -24,12 +25,14 @@ from derain_cli.version import __version__
 
 if TYPE_CHECKING:
     from derain_cli.inference.engine import Derainer
+    from derain_cli.inference.settings import DerainerSettings
     from derain_cli.video.consistency import TemporalSettings
     from derain_cli.video.pipeline import VideoOptions, derain_video
     from derain_cli.weights.loading import load_weights
 
 _LAZY = {
     "Derainer": "derain_cli.inference.engine",
+    "DerainerSettings": "derain_cli.inference.settings",
     "derain_video": "derain_cli.video.pipeline",
     "VideoOptions": "derain_cli.video.pipeline",
     "TemporalSettings": "derain_cli.video.consistency",
@@ -37,6 +40,7 @@ _LAZY = {
 }
 __all__ = [
     "Derainer",
+    "DerainerSettings",
     "TemporalSettings",
     "VideoOptions",
     "__version__",

@@ -111,6 +111,14 @@ def test_tensor_conversions_round_trip_and_never_write_into_the_input() -> None:
                        np.rint(rgb[..., 0] * 255 - 0.5 + 0.5) / 255, atol=1 / 255)  # fmt: skip
 
 
+def test_settings_checked_once_go_to_from_pretrained_as_they_are() -> None:
+    settings = derain_cli.DerainerSettings.check(device="cpu", tile=128, overlap=16)
+    derainer = Derainer.from_pretrained("default", settings=settings)
+    assert (derainer.device.type, derainer.tile, derainer.overlap) == ("cpu", 128, 16)
+    with pytest.raises(TypeError, match="not both"):
+        Derainer.from_pretrained("default", settings=settings, tile=256)
+
+
 def test_from_pretrained_refuses_tiny_tiles_and_names_the_keyword() -> None:
     """A 1-pixel tile ran for hours through the API; the CLI refused it (test failed before)."""
     from derain_cli.errors import UsageError

@@ -38,6 +38,7 @@ from derain_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from derain_cli.evaluation.scoring import GridRow, Method, Plan, Report, Score, Summary
+    from derain_cli.inference.settings import DerainerSettings
 
 GRID_IMAGES = 4
 
@@ -107,12 +108,12 @@ def command(
     with user_errors(debug):
         from derain_cli.evaluation import files as eval_files
         from derain_cli.evaluation import scoring as ev
+        from derain_cli.inference.settings import DerainerSettings
         from derain_cli.inference.tiling import check_tile
 
+        settings = None
         if weights:
-            from derain_cli.inference.engine import Derainer
-
-            Derainer.check_settings(device=device, precision=precision.value, tile=tile)
+            settings = DerainerSettings.check(device=device, precision=precision.value, tile=tile)
         else:
             check_tile(tile)
         if pred is not None and weights:
@@ -122,7 +123,7 @@ def command(
         if grid is not None and grid.suffix.lower() != ".png":
             raise UsageError(f"--grid {grid}: must be a .png file")
         plan = ev.plan(rainy=rainy, clean=clean, pred=pred, limit=limit)
-        methods = _methods(weights or [], pred, device, precision, tile, quiet=quiet)
+        methods = _methods(weights or [], pred, settings, quiet=quiet)
         report, rows = _run(
             plan, methods, rgb=rgb, with_niqe=not no_niqe, save_dir=save_dir,
             grid_images=GRID_IMAGES if grid is not None else 0, quiet=quiet,
@@ -148,9 +149,7 @@ def command(
 def _methods(
     weights: list[str],
     pred: Path | None,
-    device: str,
-    precision: Precision,
-    tile: int | None,
+    settings: DerainerSettings | None,
     *,
     quiet: bool = False,
 ) -> list[Method]:
@@ -168,9 +167,7 @@ def _methods(
     methods = []
     labels = unique_labels([weights_label(w) for w in weights])
     for label, spec in zip(labels, weights, strict=True):
-        derainer = Derainer.from_pretrained(
-            spec, device=device, precision=precision.value, tile=tile
-        )
+        derainer = Derainer.from_pretrained(spec, settings=settings)
         if not quiet:
             err_console.print(f"{label}: {derainer.source} on {derainer.description}")
         methods.append(Method(label=label, derain=derainer, description=derainer.source))

@@ -44,7 +44,7 @@ from derain_cli.errors import DerainError, UsageError
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from derain_cli.inference.batch import Derain, Job, Result
+    from derain_cli.inference.batch import Job, Result
     from derain_cli.inference.report import LineStream, ReportFile
 
 
@@ -137,19 +137,21 @@ def command(
         from derain_cli.inference.batch import plan_jobs, stream_jobs
         from derain_cli.inference.engine import Derainer
         from derain_cli.inference.report import LineStream, ReportFile, check_report_path
+        from derain_cli.inference.settings import DerainerSettings
         from derain_cli.inference.shard import ShardedReport, shard_from_env, take
         from derain_cli.inference.writable import check_output_folders
         from derain_cli.torchrun import pin_local_gpu
         from derain_cli.video.consistency import TemporalSettings
         from derain_cli.video.formats import Encoder, check_encoder
         from derain_cli.video.pipeline import VideoOptions
+        from derain_cli.weights.hub import download_progress
 
         if skip_existing and overwrite:
             raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
-        overlap_px = 32 if overlap is None else overlap
-        Derainer.check_settings(
-            device=device, precision=precision.value, tile=tile, overlap=overlap_px
-        )
+        settings = DerainerSettings.check(
+            device=device, precision=precision.value, tile=tile,
+            overlap=32 if overlap is None else overlap,
+        )  # fmt: skip
         if overlap is not None and tile and overlap > tile // 4 and not quiet:
             _note(f"--overlap {overlap}: capped at {tile // 4} px, a quarter of --tile {tile}")
         encoder = Encoder(codec, crf)
@@ -195,7 +197,12 @@ def command(
                     sharded.merge()
                 return
 
-        derainer = _load_model(weights, device, precision, tile, overlap_px, quiet)
+        with download_progress(not quiet):
+            derainer = Derainer.from_pretrained(weights, settings=settings)
+        if not quiet:
+            err_console.print(
+                Text.assemble(("derain: ", "bold"), f"{derainer.source} on {derainer.description}")
+            )
         frames = _FrameBars()
         results = stream_jobs(
             jobs,
@@ -228,29 +235,6 @@ def command(
             err_console.print(f"derain: merged the report of {shard.world} processes: {report}")
     if failed:
         raise typer.Exit(1)
-
-
-def _load_model(
-    weights: str | None,
-    device: str,
-    precision: Precision,
-    tile: int | None,
-    overlap: int,
-    quiet: bool,
-) -> Derain:
-    """Load the weights and build the Derainer once, before any input is read."""
-    from derain_cli.inference.engine import Derainer
-    from derain_cli.weights.hub import download_progress
-
-    with download_progress(not quiet):
-        derainer = Derainer.from_pretrained(
-            weights, device=device, precision=precision.value, tile=tile, overlap=overlap
-        )
-    if not quiet:
-        err_console.print(
-            Text.assemble(("derain: ", "bold"), f"{derainer.source} on {derainer.description}")
-        )
-    return derainer
 
 
 def _note(message: str) -> None:

@@ -52,6 +52,7 @@ from derain_cli.inference.arena import (
     spill_directory,
 )
 from derain_cli.inference.memory import auto_tile, bytes_per_pixel, fits_untiled
+from derain_cli.inference.settings import DerainerSettings
 from derain_cli.inference.stream_plan import (
     Moments,
     Segment,
@@ -69,7 +70,6 @@ from derain_cli.inference.tiling import (
     Blender,
     Box,
     InPlaceWrite,
-    check_tile,
     in_place_schedule,
     plan_tiles,
     strip_tiles,
@@ -115,6 +115,26 @@ def cell_network(module: nn.Module) -> CellNetwork | None:
 # --------------------------------------------------------------------------- derainer
 
 
+def _checked(
+    settings: DerainerSettings | None,
+    device: str,
+    precision: str,
+    tile: int | None,
+    overlap: int,
+    *,
+    smallest_tile: int,
+) -> DerainerSettings:
+    """``settings`` as given, else the four separate settings checked; never both."""
+    if settings is None:
+        return DerainerSettings.check(
+            device=device, precision=precision, tile=tile, overlap=overlap,
+            smallest_tile=smallest_tile,
+        )  # fmt: skip
+    if (device, precision, tile, overlap) != ("auto", "auto", None, 32):
+        raise TypeError("pass settings= or device/precision/tile/overlap, not both")
+    return settings
+
+
 #: Images narrower or shorter than this are edge-padded to it before the network runs.
 MIN_SIDE = 8
 #: Smallest tile side, in cells, when a cell network is streamed (below it the halo dominates).
@@ -132,7 +152,9 @@ class Derainer:
     InstanceNorm networks are tiled exactly (module docstring) and need no blending.
     ``host_memory``: bytes of host RAM the full-resolution buffers of such a tiled run may take
     before they are memory-mapped to temporary files (None: ``$DERAIN_HOST_MEMORY_MB``, else half
-    the memory available at each call; 0 always uses files).
+    the memory available at each call; 0 always uses files). ``settings``: device, precision, tile
+    and overlap checked already (:class:`~derain_cli.inference.settings.DerainerSettings`), in
+    place of the four separate settings.
 
     Calls are serialised by a lock, so one worker thread may run the model while others decode.
     """
@@ -146,17 +168,16 @@ class Derainer:
         tile: int | None = None,
         overlap: int = 32,
         host_memory: int | None = None,
+        settings: DerainerSettings | None = None,
     ) -> None:
         module = weights if isinstance(weights, nn.Module) else getattr(weights, "module", None)
         if not isinstance(module, nn.Module):
             raise TypeError(f"expected LoadedWeights or nn.Module, got {type(weights).__name__}")
-        self.device, self.dtype = self.check_settings(
-            device=device, precision=precision, tile=tile, overlap=overlap, smallest_tile=1
-        )
+        checked = _checked(settings, device, precision, tile, overlap, smallest_tile=1)
         if host_memory is not None and host_memory < 0:
             raise UsageError(f"host memory budget {host_memory}: must be >= 0 bytes")
-        self.tile = tile
-        self.overlap = overlap
+        self.device, self.dtype = checked.device, checked.dtype
+        self.tile, self.overlap = checked.tile, checked.overlap
         self.host_memory = host_memory if host_memory is not None else host_memory_from_env()
         #: Whether the last streamed run kept its buffers in memory-mapped files.
         self.spilled = False
@@ -192,29 +213,6 @@ class Derainer:
 
     # ----------------------------------------------------------------------- public
 
-    @staticmethod
-    def check_settings(
-        *,
-        device: str = "auto",
-        precision: str = "auto",
-        tile: int | None = None,
-        overlap: int = 32,
-        smallest_tile: int = MIN_TILE,
-    ) -> tuple[torch.device, torch.dtype]:
-        """Check a derainer's settings before anything is loaded; the device and dtype they give.
-
-        The one rule for every way in: ``tile`` is None (from free memory), 0 (off) or at least
-        ``smallest_tile`` pixels (:data:`~derain_cli.inference.tiling.MIN_TILE` for weights a user
-        names: :meth:`from_pretrained` and the command line; the constructor, handed a module,
-        accepts any positive tile), ``overlap`` is not negative, and the device is present and
-        supports the precision (:mod:`derain_cli.runtime`).
-        """
-        check_tile(tile, smallest=smallest_tile)
-        if overlap < 0:
-            raise UsageError(f"{setting('overlap')} {overlap}: must be >= 0")
-        resolved = runtime.resolve_device(device)
-        return resolved, runtime.resolve_dtype(precision, resolved)
-
     @classmethod
     def from_pretrained(
         cls,
@@ -224,6 +222,7 @@ class Derainer:
         precision: str = "auto",
         tile: int | None = None,
         overlap: int = 32,
+        settings: DerainerSettings | None = None,
     ) -> Derainer:
         """A derainer for the weights ``spec`` names (what ``derain --weights`` takes).
 
@@ -231,13 +230,14 @@ class Derainer:
         ``.safetensors`` file, the authors' ``.pth`` checkpoint, or ``hf://OWNER/REPO[@REV][/FILE]``
         (downloaded once into the cache, verified). Weights that are not a background generator
         G_B are refused (:class:`~derain_cli.errors.WeightsError`). The settings are checked
-        (:meth:`check_settings`) before the weights are read.
+        (:meth:`DerainerSettings.check`) before the weights are read, unless ``settings`` were
+        checked already (then the four separate settings must be left out).
         """
         from derain_cli.weights.loading import load_weights
 
-        cls.check_settings(device=device, precision=precision, tile=tile, overlap=overlap)
+        checked = _checked(settings, device, precision, tile, overlap, smallest_tile=MIN_TILE)
         loaded = load_weights(None if spec is None else os.fspath(spec), background=True)
-        return cls(loaded, device=device, precision=precision, tile=tile, overlap=overlap)
+        return cls(loaded, settings=checked)
 
     def derain_image(self, image: Any) -> Any:
         """Derain a picture and return it in the caller's type.
