@@ -1,9 +1,9 @@
 """Make ``docs/examples/rainy-camera.jpg``: a CC0 photo with synthetic rain streaks added.
 
 Source: scikit-image's ``camera`` image (512 x 512, grayscale), "CC0 by the photographer (Lav
-Varshney)" per ``skimage.data.camera``'s documentation. The rain follows the recipe described in
-``../shared/data/README.md`` for the synthetic sets: sparse random noise, a small Gaussian blur, an
-oriented line (motion-blur) kernel, scaled and added, clipped to [0, 1]. Two layers (fine, far
+Varshney)" per ``skimage.data.camera``'s documentation. The rain follows the streak recipe of the
+synthetic training sets: sparse random noise, a small Gaussian blur, an oriented line
+(motion-blur) kernel, scaled and added, clipped to [0, 1]. Two layers (fine, far
 drops and longer, brighter near ones) make it look less regular.
 
 Run from the repository root (needs scikit-image, a test extra)::
