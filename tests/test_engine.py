@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from _tiles import fine_tiles
 from PIL import Image
 from torch import nn
 
@@ -64,8 +65,12 @@ def small_generator(output: Output = "direct") -> NLCLGenerator:
 def test_bad_tile_options_are_usage_errors() -> None:
     with pytest.raises(UsageError):
         Derainer(small_generator(), device="cpu", tile=-1)
+    # The rule of from_pretrained and the command line (a 1-pixel tile ran for hours): failed
+    # before, when a derainer built around a module took any positive tile.
+    with pytest.raises(UsageError, match=r"^tile 8: too small"):
+        Derainer(small_generator(), device="cpu", tile=8)
     with pytest.raises(UsageError):
-        Derainer(small_generator(), device="cpu", tile=40, overlap=-1)
+        Derainer(small_generator(), device="cpu", tile=64, overlap=-1)
 
 
 # --------------------------------------------------------------------------- conversions
@@ -113,7 +118,7 @@ def test_instance_norm_network_tiles_exactly(output: Output) -> None:
     generator = small_generator(output)
     image = synthetic_rain(80, 96)
     whole = Derainer(generator, device="cpu", tile=0)(image)
-    tiled_engine = Derainer(generator, device="cpu", tile=32)
+    tiled_engine = Derainer(generator, settings=fine_tiles(32))
     assert tiled_engine.needs_statistics and tiled_engine.stream_plan is not None
     tiled = tiled_engine(image)
     band = grid_band(80, 96, 32)
@@ -156,7 +161,7 @@ def test_tiled_runs_never_compute_on_the_whole_image(
     net: nn.Module = small_generator()
     if not norms:
         net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
-    derainer = Derainer(net, device="cpu", tile=tile, overlap=8)
+    derainer = Derainer(net, settings=fine_tiles(tile, overlap=8))
     seen: list[tuple[int, int]] = []
     for layer in derainer.module.modules():
         if isinstance(layer, nn.Conv2d):
@@ -199,7 +204,7 @@ def test_network_without_norms_uses_feathered_tiles() -> None:
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
     image = synthetic_rain(70, 90)
     whole = Derainer(net, device="cpu", tile=0)(image)
-    tiled_engine = Derainer(net, device="cpu", tile=32, overlap=8)
+    tiled_engine = Derainer(net, settings=fine_tiles(32, overlap=8))
     assert not tiled_engine.needs_statistics
     tiled = tiled_engine(image)
     boxes = plan_tiles(70, 90, 32, 8)
@@ -223,7 +228,7 @@ def test_untraceable_instance_norm_network_runs_whole_or_refuses_tiles() -> None
     auto = Derainer(Global(), device="cpu")
     assert auto.stream_plan is None and auto.tile_for(5000, 5000) == 0
     with pytest.raises(UsageError, match="use tile=0"):
-        Derainer(Global(), device="cpu", tile=16)(image)
+        Derainer(Global(), settings=fine_tiles(16))(image)
 
 
 def test_traceable_space_to_depth_network_is_refused_cleanly() -> None:
@@ -240,7 +245,7 @@ def test_traceable_space_to_depth_network_is_refused_cleanly() -> None:
     image = synthetic_rain(24, 32)
     assert Derainer(net, device="cpu", tile=0)(image).shape == image.shape
     with pytest.raises(UsageError, match="use tile=0"):
-        Derainer(net, device="cpu", tile=16)(image)
+        Derainer(net, settings=fine_tiles(16))(image)
 
 
 def test_images_smaller_than_the_tile_are_not_tiled() -> None:
@@ -265,7 +270,7 @@ def test_auto_tile_follows_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_calls_from_several_threads_match_sequential_calls() -> None:
-    derainer = Derainer(small_generator(), device="cpu", tile=24)
+    derainer = Derainer(small_generator(), settings=fine_tiles(24))
     images = [synthetic_rain(40, 56, seed) for seed in range(4)]
     expected = [derainer(image) for image in images]
     results: dict[int, np.ndarray] = {}
@@ -390,8 +395,8 @@ def test_memory_mapped_buffers_give_the_same_result(spill_dir: Path, tile: int) 
     generator = small_generator()
     image = synthetic_rain(80, 96)
     whole = Derainer(generator, device="cpu", tile=0)(image)
-    in_ram = Derainer(generator, device="cpu", tile=tile, host_memory=2**40)
-    mapped = Derainer(generator, device="cpu", tile=tile, host_memory=1)
+    in_ram = Derainer(generator, settings=fine_tiles(tile), host_memory=2**40)
+    mapped = Derainer(generator, settings=fine_tiles(tile), host_memory=1)
     ram_out, mapped_out = in_ram(image), mapped(image)
     assert mapped.spilled and not in_ram.spilled
     np.testing.assert_array_equal(mapped_out, ram_out)  # same arithmetic, other storage
@@ -402,7 +407,7 @@ def test_memory_mapped_buffers_give_the_same_result(spill_dir: Path, tile: int) 
 def test_buffers_live_in_temporary_files_only_during_the_run(
     spill_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    derainer = Derainer(small_generator(), device="cpu", tile=48, host_memory=1024)
+    derainer = Derainer(small_generator(), settings=fine_tiles(48), host_memory=1024)
     seen: list[tuple[list[Path], list[str]]] = []
     run_segment = Derainer._run_segment
 
@@ -423,7 +428,7 @@ def test_buffers_live_in_temporary_files_only_during_the_run(
 def test_temporary_files_are_removed_when_the_model_fails(
     spill_dir: Path, monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
 ) -> None:
-    derainer = Derainer(small_generator(), device="cpu", tile=48, host_memory=0)
+    derainer = Derainer(small_generator(), settings=fine_tiles(48), host_memory=0)
     calls: list[int] = []
     run_segment = Derainer._run_segment
 
@@ -452,7 +457,7 @@ def test_host_buffers_are_two_activations_and_the_estimate_is_exact(
             return super().__enter__()
 
     monkeypatch.setattr(engine, "HostArena", Recorded)
-    derainer = Derainer(small_generator(), device="cpu", tile=48)
+    derainer = Derainer(small_generator(), settings=fine_tiles(48))
     assert derainer.stream_plan is not None
     for budget in (2**40, 0):
         derainer.host_memory = budget
@@ -468,7 +473,7 @@ def test_default_budget_follows_available_memory_and_the_environment(
 ) -> None:
     image = synthetic_rain(80, 96)
     needed = 2 * 8 * 80 * 96 * 4
-    derainer = Derainer(small_generator(), device="cpu", tile=48)
+    derainer = Derainer(small_generator(), settings=fine_tiles(48))
     monkeypatch.setattr(runtime, "available_host_bytes", lambda: 4 * needed)
     derainer(image)
     assert not derainer.spilled
@@ -489,7 +494,7 @@ def test_spilling_problems_are_one_line_errors(
     spill_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     image = synthetic_rain(80, 96)
-    derainer = Derainer(small_generator(), device="cpu", tile=48, host_memory=0)
+    derainer = Derainer(small_generator(), settings=fine_tiles(48), host_memory=0)
     monkeypatch.setenv(arena.TMPDIR_ENV, str(spill_dir / "missing"))
     with pytest.raises(UsageError, match="not an existing folder"):
         derainer(image)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _tiles import fine_tiles
 
 from derain_cli.config import LossConfig, ModelConfig, SamplerConfig
 from derain_cli.inference import engine
@@ -226,7 +227,7 @@ def test_tiles_stream_gen_over_cells_exactly(output: str, size: tuple[int, int])
     net = SpaceToDepthGenerator(channels=8, blocks=2, factor=2, output=output)  # type: ignore[arg-type]
     picture = rgb(*size)
     whole = Derainer(net, device="cpu", tile=0)(picture)
-    tiled = Derainer(net, device="cpu", tile=32)  # 16-cell strips: several per image
+    tiled = Derainer(net, settings=fine_tiles(32))  # 16-cell strips: several per image
     assert tiled.tile_for(*size) == 32
     assert np.abs(tiled(picture) - whole).max() < 1e-5
 
@@ -296,6 +297,6 @@ def test_tiles_are_exact_without_norms_and_with_the_head(
     net = tiny(output="subtract_rain", **changes)
     picture = rgb(*size)
     whole = Derainer(net, device="cpu", tile=0)(picture)
-    tiled = Derainer(net, device="cpu", tile=32)
+    tiled = Derainer(net, settings=fine_tiles(32))
     assert tiled.stream_plan is not None
     assert np.abs(tiled(picture) - whole).max() < 1e-5

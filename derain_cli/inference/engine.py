@@ -66,7 +66,6 @@ from derain_cli.inference.stream_plan import (
     only_input,
 )
 from derain_cli.inference.tiling import (
-    MIN_TILE,
     Blender,
     Box,
     InPlaceWrite,
@@ -121,15 +120,12 @@ def _checked(
     precision: str,
     tile: int | None,
     overlap: int,
-    *,
-    smallest_tile: int,
 ) -> DerainerSettings:
     """``settings`` as given, else the four separate settings checked; never both."""
     if settings is None:
         return DerainerSettings.check(
-            device=device, precision=precision, tile=tile, overlap=overlap,
-            smallest_tile=smallest_tile,
-        )  # fmt: skip
+            device=device, precision=precision, tile=tile, overlap=overlap
+        )
     if (device, precision, tile, overlap) != ("auto", "auto", None, 32):
         raise TypeError("pass settings= or device/precision/tile/overlap, not both")
     return settings
@@ -147,9 +143,10 @@ class Derainer:
     ``weights`` is a :class:`derain_cli.weights.files.LoadedWeights` (anything with ``.module``)
     or a bare ``nn.Module``; the module is put in eval mode and moved to the device once (in place).
     ``tile``: None picks a tile size from the free memory for each image (0 = no tiling when it
-    fits), 0 never tiles, N uses N x N tiles. ``overlap`` is the width of the feathered overlap
-    between tiles (at most a quarter of the tile) for networks without image-statistics norms;
-    InstanceNorm networks are tiled exactly (module docstring) and need no blending.
+    fits), 0 never tiles, N (at least 64) uses N x N tiles. ``overlap`` is the width of the
+    feathered overlap between tiles (at most a quarter of the tile) for networks without
+    image-statistics norms; InstanceNorm networks are tiled exactly (module docstring) and need no
+    blending.
     ``host_memory``: bytes of host RAM the full-resolution buffers of such a tiled run may take
     before they are memory-mapped to temporary files (None: ``$DERAIN_HOST_MEMORY_MB``, else half
     the memory available at each call; 0 always uses files). ``settings``: device, precision, tile
@@ -173,7 +170,7 @@ class Derainer:
         module = weights if isinstance(weights, nn.Module) else getattr(weights, "module", None)
         if not isinstance(module, nn.Module):
             raise TypeError(f"expected LoadedWeights or nn.Module, got {type(weights).__name__}")
-        checked = _checked(settings, device, precision, tile, overlap, smallest_tile=1)
+        checked = _checked(settings, device, precision, tile, overlap)
         if host_memory is not None and host_memory < 0:
             raise UsageError(f"host memory budget {host_memory}: must be >= 0 bytes")
         self.device, self.dtype = checked.device, checked.dtype
@@ -235,7 +232,7 @@ class Derainer:
         """
         from derain_cli.weights.loading import load_weights
 
-        checked = _checked(settings, device, precision, tile, overlap, smallest_tile=MIN_TILE)
+        checked = _checked(settings, device, precision, tile, overlap)
         loaded = load_weights(None if spec is None else os.fspath(spec), background=True)
         return cls(loaded, settings=checked)
 

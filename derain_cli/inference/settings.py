@@ -40,11 +40,12 @@ class DerainerSettings:
     ) -> DerainerSettings:
         """Check the settings before anything is loaded; refuse bad ones (``UsageError``).
 
-        ``tile`` is None (from free memory), 0 (off) or at least ``smallest_tile`` pixels
-        (:data:`~derain_cli.inference.tiling.MIN_TILE` for weights a user names: ``from_pretrained``
-        and the command line; a ``Derainer`` built around a module by hand accepts any positive
-        tile), ``overlap`` is not negative, and the device is present and supports the precision
-        (:mod:`derain_cli.runtime`).
+        ``tile`` is None (from free memory), 0 (off) or at least ``smallest_tile`` pixels,
+        ``overlap`` is not negative, and the device is present and supports the precision
+        (:mod:`derain_cli.runtime`). ``smallest_tile`` is
+        :data:`~derain_cli.inference.tiling.MIN_TILE` unless a caller lowers it on purpose (tests
+        tile small images as finely as large ones are tiled in use); below it the context read
+        around each tile dominates and a run takes hours.
         """
         check_tile(tile, smallest=smallest_tile)
         if overlap < 0:

@@ -35,9 +35,8 @@ MIN_TILE = 64
 def check_tile(tile: int | None, *, smallest: int = MIN_TILE) -> None:
     """Refuse a negative tile side, or one below ``smallest`` pixels (None = automatic, 0 = off).
 
-    ``smallest`` is :data:`MIN_TILE` wherever weights are named by a user (the command line and
-    :meth:`~derain_cli.inference.engine.Derainer.from_pretrained`); a derainer built around a
-    module by hand may tile it as finely as it likes (``smallest=1``).
+    ``smallest`` is :data:`MIN_TILE` for every derainer; only a caller that means it lowers it
+    (:meth:`~derain_cli.inference.settings.DerainerSettings.check`).
     """
     if tile is not None and tile < 0:
         raise UsageError(
