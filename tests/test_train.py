@@ -468,3 +468,27 @@ def test_layers_the_networks_lack_are_a_one_line_error(
     assert named in errors[0]
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_training_folders_checks_in_the_library_what_derain_train_checks(tmp_path: Path) -> None:
+    from derain_cli.train.launch import training_folders
+
+    data = make_dataset(tmp_path / "data")
+    (data / "bad.png").write_bytes(b"not a png")
+    skipped: list[Path] = []
+    folders, note = training_folders(
+        tiny_config(crop=32), data, on_skip=lambda path, why: skipped.append(path)
+    )
+    assert (len(folders.rainy), len(folders.clean), note, skipped) == (
+        6,
+        4,
+        None,
+        [data / "bad.png"],
+    )
+    with pytest.raises(UsageError, match="crop"):
+        training_folders(tiny_config(crop=4096), data)
+    streakless = tiny_config().with_overrides(
+        {"losses.synthetic_streaks": str(tmp_path / "no-such-folder")}
+    )
+    with pytest.raises(UsageError, match="no-such-folder"):
+        training_folders(streakless, data)

@@ -179,22 +179,13 @@ def _run(
     if out is None:
         out = Path("runs") / time.strftime("nlcl-%Y%m%d-%H%M%S")
 
-    from derain_cli.data import check_crop, scan_folders
-    from derain_cli.train.launch import run
+    from derain_cli.train.launch import run, training_folders
     from derain_cli.train.progress import RichProgress
 
     def warn(path: Path, reason: str) -> None:
         err_console.print(f"derain train: warning: {path}: skipped ({reason})", markup=False)
 
-    if requested.losses.synthetic_streaks:  # a missing or empty folder is refused before work
-        from derain_cli.synth.bank import StreakBank
-
-        StreakBank(requested.losses.synthetic_streaks)
-    folders = scan_folders(data, clean, min_rainy=requested.train.batch_size, on_skip=warn)
-    from derain_cli.config import smallest_crop
-
-    smallest = smallest_crop(requested.sampler, requested.losses)
-    upscaled = check_crop(folders, requested.train.crop, smallest)
+    folders, upscaled = training_folders(requested, data, clean, on_skip=warn)
     err_console.print(
         f"derain train: {len(folders.rainy)} rainy images in {_names(folders.rainy_dirs)}, "
         f"{len(folders.clean)} clean in {_names(folders.clean_dirs)}; run folder {out}",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from derain_cli import runtime
-from derain_cli.config import NLCLConfig
-from derain_cli.data import ImageFolders
+from derain_cli.config import NLCLConfig, smallest_crop
+from derain_cli.data import ImageFolders, check_crop, scan_folders
 from derain_cli.errors import DerainError, cli_flags, speak_cli
 from derain_cli.train import distributed as dist_utils
 from derain_cli.train.loop import Progress, TrainResult, train
@@ -44,6 +44,30 @@ class _Job:
     init_method: str
     progress: ProgressFactory | None
     flags: dict[str, str] | None  # the CLI's flag names, so ranks word errors as the parent
+
+
+def training_folders(
+    config: NLCLConfig,
+    data: Path | str | Sequence[Path | str],
+    clean: Path | str | Sequence[Path | str] | None = None,
+    *,
+    on_skip: Callable[[Path, str], None] | None = None,
+) -> tuple[ImageFolders, str | None]:
+    """The rainy and clean images ``config`` trains on, checked before any work; and a note.
+
+    A streak folder the config names must hold streaks; every folder must hold readable images
+    (unreadable files go to ``on_skip``), at least a global batch of rainy ones; the crop must fit
+    some rainy image and be no smaller than the sampler and losses need
+    (:func:`~derain_cli.config.smallest_crop`). The note says how many images will be upscaled to
+    the crop (None when none). What ``derain train`` checks before it starts :func:`run`.
+    """
+    if config.losses.synthetic_streaks:
+        from derain_cli.synth.bank import StreakBank
+
+        StreakBank(config.losses.synthetic_streaks)  # a missing or empty folder is refused
+    folders = scan_folders(data, clean, min_rainy=config.train.batch_size, on_skip=on_skip)
+    smallest = smallest_crop(config.sampler, config.losses)
+    return folders, check_crop(folders, config.train.crop, smallest)
 
 
 def run(
