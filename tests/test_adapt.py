@@ -40,6 +40,14 @@ def shoot(tmp_path: Path) -> Path:
     return folder
 
 
+def test_a_bad_time_limit_names_the_flag_before_any_work(shoot: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mine.safetensors"
+    result = runner.invoke(app, ["adapt", str(shoot), "-o", str(out), "--time-limit", "soon"])
+    assert result.exit_code == 2
+    assert "--time-limit: duration 'soon': expected seconds" in result.output
+    assert not out.exists()
+
+
 def test_adapt_end_to_end_with_the_least_rainy_crops(shoot: Path, tmp_path: Path) -> None:
     spec = save_spec(tmp_path / "spec", "nlcl-s2d", TINY_S2D)
     out, run = tmp_path / "mine.safetensors", tmp_path / "run"

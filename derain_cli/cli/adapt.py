@@ -22,6 +22,8 @@ from derain_cli.cli.options import (
     clean_option,
     init_option,
     overwrite_option,
+    time_limit_option,
+    time_limit_seconds,
 )
 
 
@@ -46,12 +48,9 @@ def command(
     ],
     time_limit: Annotated[
         str | None,
-        typer.Option(
-            "--time-limit",
-            metavar="DURATION",
-            help="Time budget (10m, 1h, seconds); the steps scale with it. Default: the "
-            "recipe's, 10 min.",
-            show_default=False,
+        time_limit_option(
+            "Time budget (10m, 1h, seconds); the steps scale with it. Default: the recipe's, "
+            "10 min."
         ),
     ] = None,
     clean: Annotated[
@@ -84,18 +83,11 @@ def command(
 ) -> None:
     """Adapt the default model to a folder of your own rainy photos, without clean versions."""
     with user_errors(debug, ADAPT_FLAGS):
-        from derain_cli.durations import parse_duration
-        from derain_cli.errors import UsageError
         from derain_cli.toml_text import parse_override
         from derain_cli.train.adapt import adapt
         from derain_cli.train.progress import RichProgress
 
-        limit_s = None
-        if time_limit is not None:
-            try:
-                limit_s = parse_duration(time_limit)
-            except UsageError as exc:
-                raise UsageError(f"--time-limit: {exc}") from None
+        limit_s = time_limit_seconds(time_limit)
         result = adapt(
             rainy, output, init=init, clean=clean or (), time_limit_s=limit_s, run_dir=run_dir,
             recipe=config_file, overrides=dict(parse_override(text) for text in overrides or ()),

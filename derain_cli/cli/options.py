@@ -58,6 +58,23 @@ def overwrite_option(help: str) -> Any:
     return typer.Option("--overwrite", help=help)
 
 
+def time_limit_option(help: str) -> Any:
+    return typer.Option("--time-limit", metavar="DURATION", help=help, show_default=False)
+
+
+def time_limit_seconds(text: str | None) -> float | None:
+    """``--time-limit``'s seconds (None when not given); a bad duration names the flag."""
+    from derain_cli.durations import parse_duration
+    from derain_cli.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise UsageError(f"--time-limit: {exc}") from None
+
+
 def weights_option(help: str) -> Any:
     """A weights spec: what :func:`derain_cli.weights.loading.load_weights` takes."""
     return typer.Option(metavar="SPEC", help=help, show_default=False)

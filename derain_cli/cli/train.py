@@ -24,6 +24,8 @@ from derain_cli.cli.options import (
     SetOption,
     clean_option,
     init_option,
+    time_limit_option,
+    time_limit_seconds,
 )
 from derain_cli.config import TrainConfig
 
@@ -97,12 +99,9 @@ def command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     time_limit: Annotated[
         str | None,
-        typer.Option(
-            "--time-limit",
-            metavar="DURATION",
-            help="Stop after this much wall time (2h, 90m, 1h30m, seconds), save a checkpoint and "
-            "export the weights; continue with --resume. For Slurm and cloud time limits.",
-            show_default=False,
+        time_limit_option(
+            "Stop after this much wall time (2h, 90m, 1h30m, seconds), save a checkpoint and "
+            "export the weights; continue with --resume. For Slurm and cloud time limits."
         ),
     ] = None,
     config_file: ConfigFileOption = None,
@@ -118,15 +117,7 @@ def command(
     if steps is not None and epochs is not None:
         raise fail("--steps and --epochs are exclusive")
     with user_errors(debug):
-        limit_s = None
-        if time_limit is not None:
-            from derain_cli.durations import parse_duration
-            from derain_cli.errors import UsageError
-
-            try:
-                limit_s = parse_duration(time_limit)
-            except UsageError as exc:
-                raise UsageError(f"--time-limit: {exc}") from None
+        limit_s = time_limit_seconds(time_limit)
         _run(
             data=data,
             clean=clean,
