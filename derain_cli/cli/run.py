@@ -137,7 +137,7 @@ def command(
         from derain_cli.inference.batch import plan_jobs, stream_jobs
         from derain_cli.inference.engine import Derainer
         from derain_cli.inference.report import LineStream, ReportFile, check_report_path
-        from derain_cli.inference.settings import DerainerSettings
+        from derain_cli.inference.settings import DEFAULT_OVERLAP, DerainerSettings
         from derain_cli.inference.shard import ShardedReport, shard_from_env, take
         from derain_cli.inference.writable import check_output_folders
         from derain_cli.torchrun import pin_local_gpu
@@ -150,7 +150,7 @@ def command(
             raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
         settings = DerainerSettings.check(
             device=device, precision=precision.value, tile=tile,
-            overlap=32 if overlap is None else overlap,
+            overlap=DEFAULT_OVERLAP if overlap is None else overlap,
         )  # fmt: skip
         if overlap is not None and tile and overlap > tile // 4 and not quiet:
             _note(f"--overlap {overlap}: capped at {tile // 4} px, a quarter of --tile {tile}")

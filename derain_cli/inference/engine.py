@@ -52,7 +52,7 @@ from derain_cli.inference.arena import (
     spill_directory,
 )
 from derain_cli.inference.memory import auto_tile, bytes_per_pixel, fits_untiled
-from derain_cli.inference.settings import DerainerSettings
+from derain_cli.inference.settings import DEFAULT_OVERLAP, DerainerSettings
 from derain_cli.inference.stream_plan import (
     Moments,
     Segment,
@@ -126,7 +126,7 @@ def _checked(
         return DerainerSettings.check(
             device=device, precision=precision, tile=tile, overlap=overlap
         )
-    if (device, precision, tile, overlap) != ("auto", "auto", None, 32):
+    if (device, precision, tile, overlap) != ("auto", "auto", None, DEFAULT_OVERLAP):
         raise TypeError("pass settings= or device/precision/tile/overlap, not both")
     return settings
 
@@ -163,7 +163,7 @@ class Derainer:
         device: str = "auto",
         precision: str = "auto",
         tile: int | None = None,
-        overlap: int = 32,
+        overlap: int = DEFAULT_OVERLAP,
         host_memory: int | None = None,
         settings: DerainerSettings | None = None,
     ) -> None:
@@ -218,7 +218,7 @@ class Derainer:
         device: str = "auto",
         precision: str = "auto",
         tile: int | None = None,
-        overlap: int = 32,
+        overlap: int = DEFAULT_OVERLAP,
         settings: DerainerSettings | None = None,
     ) -> Derainer:
         """A derainer for the weights ``spec`` names (what ``derain --weights`` takes).

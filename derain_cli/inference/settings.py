@@ -16,6 +16,9 @@ from derain_cli import runtime
 from derain_cli.errors import UsageError, setting
 from derain_cli.inference.tiling import MIN_TILE, check_tile
 
+#: Width of the feathered overlap between tiles when none is asked for, in pixels.
+DEFAULT_OVERLAP = 32
+
 
 @dataclass(frozen=True)
 class DerainerSettings:
@@ -26,7 +29,7 @@ class DerainerSettings:
     #: None: from free memory for each image; 0: never tile; N: N x N tiles.
     tile: int | None = None
     #: Width of the feathered overlap between tiles, in pixels.
-    overlap: int = 32
+    overlap: int = DEFAULT_OVERLAP
 
     @classmethod
     def check(
@@ -35,7 +38,7 @@ class DerainerSettings:
         device: str = "auto",
         precision: str = "auto",
         tile: int | None = None,
-        overlap: int = 32,
+        overlap: int = DEFAULT_OVERLAP,
         smallest_tile: int = MIN_TILE,
     ) -> DerainerSettings:
         """Check the settings before anything is loaded; refuse bad ones (``UsageError``).

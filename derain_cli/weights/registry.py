@@ -123,24 +123,25 @@ def pin(spec: str | os.PathLike[str] | WeightsEntry | None, *, files: bool = Tru
     if isinstance(spec, os.PathLike):
         path = Path(spec)
         return Pinned(str(path), path)
-    entry = spec if isinstance(spec, WeightsEntry) else None
-    if spec is None or isinstance(spec, str):
-        spec = DEFAULT_ALIAS if spec is None else spec.strip()
+    if isinstance(spec, WeightsEntry):
+        return _pin_entry(spec)
+    spec = DEFAULT_ALIAS if spec is None else spec.strip()
+    if not spec.startswith(HF_SCHEME):
         path = Path(spec).expanduser()
-        if not spec.startswith(HF_SCHEME):
-            if files and (not is_name(spec) or path.exists()):
-                return Pinned(str(path), path)
-            entry = load_registry().lookup(spec)
-    if entry is not None:
-        if entry.file is not None and entry.file.is_file():
-            return Pinned(entry.name, entry.file, entry.sha256, entry.arch)
-        if entry.hub is None:
-            raise WeightsError(
-                f"{entry.name}: bundled file {entry.file} is missing (reinstall derain)"
-            )
-        return Pinned(entry.name, entry.hub, entry.sha256, entry.arch)
-    ref = parse_hf_spec(str(spec))
+        if files and (not is_name(spec) or path.exists()):
+            return Pinned(str(path), path)
+        return _pin_entry(load_registry().lookup(spec))
+    ref = parse_hf_spec(spec)
     return Pinned(ref.spec, ref)
+
+
+def _pin_entry(entry: WeightsEntry) -> Pinned:
+    """A registry entry's bundled file, else its pinned Hub file."""
+    if entry.file is not None and entry.file.is_file():
+        return Pinned(entry.name, entry.file, entry.sha256, entry.arch)
+    if entry.hub is None:
+        raise WeightsError(f"{entry.name}: bundled file {entry.file} is missing (reinstall derain)")
+    return Pinned(entry.name, entry.hub, entry.sha256, entry.arch)
 
 
 def listing(registry: Registry) -> list[dict[str, Any]]:
